@@ -1,0 +1,117 @@
+"""Source code as a value: extract it, compile it, and point at the failing line."""
+
+from __future__ import annotations
+
+import __future__
+import ast
+import inspect
+import linecache
+import textwrap
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+_ANNOTATIONS_FLAG = __future__.annotations.compiler_flag
+
+
+class CodeDefinitionError(Exception):
+    """Code text that does not define the function it must define."""
+
+
+def function_source(fn: Callable) -> str:
+    """The ``def`` of ``fn`` without decorators, dedented.
+
+    Raises ``CodeDefinitionError`` when Python cannot find the source (functions made
+    by ``exec`` or typed at an interactive prompt).
+    """
+    try:
+        source = textwrap.dedent(inspect.getsource(fn))
+    except (OSError, TypeError) as error:
+        raise CodeDefinitionError(
+            f"cannot read the source of {fn.__name__}: {error}. Trainable code needs a "
+            "function defined in a file") from error
+    tree = ast.parse(source)
+    definition = next(
+        (item for item in tree.body if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef))), None)
+    if definition is None:
+        raise CodeDefinitionError(f"the source of {fn.__name__} is not a def statement")
+    lines = source.splitlines()
+    return "\n".join(lines[definition.lineno - 1:]).rstrip() + "\n"
+
+
+def signature_line(source: str, fn_name: str) -> str:
+    """The ``def name(...):`` header of ``fn_name`` in ``source``, as written."""
+    tree = ast.parse(source)
+    for item in tree.body:
+        if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and item.name == fn_name:
+            lines = source.splitlines()
+            body_start = item.body[0].lineno - 1
+            header = lines[item.lineno - 1:max(body_start, item.lineno)]
+            return "\n".join(header).strip()
+    raise CodeDefinitionError(f"no function named {fn_name!r}")
+
+
+def compile_function(source: str, fn_name: str, namespace: dict[str, Any], filename: str,
+                     future_annotations: bool = False) -> Callable:
+    """Execute ``source`` in ``namespace`` and return the function ``fn_name`` it defines.
+
+    Raises ``SyntaxError`` for code that does not parse, ``CodeDefinitionError`` when
+    the function is missing, and whatever the module-level code raises.
+    """
+    if not isinstance(source, str):
+        raise CodeDefinitionError(f"code must be text, got {type(source).__name__}")
+    lines = source.splitlines(keepends=True)
+    linecache.cache[filename] = (len(source), None, lines, filename)
+    flags = _ANNOTATIONS_FLAG if future_annotations else 0
+    code = compile(source, filename, "exec", flags=flags, dont_inherit=True)
+    exec(code, namespace)  # noqa: S102 - running trainable code is this module's job
+    fn = namespace.get(fn_name)
+    if not callable(fn):
+        defined = sorted(name for name, value in namespace.items()
+                         if inspect.isfunction(value) and getattr(value, "__code__", None)
+                         and value.__code__.co_filename == filename)
+        found = f" (it defines {', '.join(defined)})" if defined else ""
+        raise CodeDefinitionError(f"the code must define a function named {fn_name!r}{found}")
+    return fn
+
+
+def failing_line(error: BaseException, filename: str) -> int | None:
+    """The 1-based line of ``filename`` where ``error`` was raised, if it was."""
+    if isinstance(error, SyntaxError) and error.filename == filename:
+        return error.lineno
+    line = None
+    for frame, lineno in traceback.walk_tb(error.__traceback__):
+        if frame.f_code.co_filename == filename:
+            line = lineno
+    return line
+
+
+def annotate(source: str, line: int | None, context_lines: int = 6, max_lines: int = 40) -> str:
+    """Number the lines of ``source`` and mark ``line`` with ``>>``."""
+    lines = source.splitlines()
+    start, end = 0, len(lines)
+    if len(lines) > max_lines:
+        if line is None:
+            end = max_lines
+        else:
+            start = max(0, line - 1 - context_lines)
+            end = min(len(lines), line + context_lines)
+    width = len(str(end))
+    out = [] if start == 0 else [f"   {'...':>{width}}"]
+    for number in range(start + 1, end + 1):
+        marker = ">>" if number == line else "  "
+        out.append(f"{marker} {number:>{width}} | {lines[number - 1]}")
+    if end < len(lines):
+        out.append(f"   {'...':>{width}}")
+    return "\n".join(out)
+
+
+def describe_error(error: BaseException, source: str | None, filename: str | None, fn_name: str) -> str:
+    """The error as feedback: type, message, and the source with the failing line marked."""
+    message = str(error) if not isinstance(error, SyntaxError) else (error.msg or str(error))
+    text = f"({type(error).__name__}) {message}"
+    if source is None or filename is None:
+        return text
+    line = failing_line(error, filename)
+    where = f"line {line} of {fn_name}" if line else f"the code of {fn_name}"
+    return f"{text}\n  at {where}:\n{annotate(source, line)}"
