@@ -72,6 +72,8 @@ class FunOp:
         self._parameter: ParameterNode | None = None
         self._compiled: tuple[str, Callable] | None = None
         self._source: str | None = None
+        self._description = f"[{self.name}] {self.doc}"
+        self._info = {"op": self}
         self.__doc__ = fn.__doc__
         self.__name__ = fn.__name__
         self.__wrapped__ = fn
@@ -155,45 +157,50 @@ class FunOp:
         return named
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        instance = self.instance
+        instance = None
         if self._instance_ref is not None:
+            instance = self._instance_ref()
             if instance is None:
                 raise TraceError(f"the object that owns {self.name} no longer exists")
             args = (instance,) + args
         if not context.is_tracing():
             return self._call_untraced(instance, args, kwargs)
-        named = self._named_arguments(args, kwargs)
+        if not kwargs and self._simple_positional and len(args) <= len(self._arg_names):
+            named = zip(self._arg_names, args)
+        else:
+            named = self._named_arguments(args, kwargs)
         inputs: dict[str, Node] = {}
-        for position, (name, value) in enumerate(named):
-            if instance is not None and position == 0:
+        for name, value in named:
+            if value is instance and instance is not None:
                 continue
             inputs[name] = value if isinstance(value, Node) else constant_node(value, name)
         plain_args = [a._data if isinstance(a, Node) else a for a in args]
         if instance is not None:
             plain_args[0] = _InstanceView(instance)
-        plain_kwargs = {k: v._data if isinstance(v, Node) else v for k, v in kwargs.items()}
+        if kwargs:
+            kwargs = {k: v._data if isinstance(v, Node) else v for k, v in kwargs.items()}
         if self.trainable:
-            inputs["__code"] = self.parameter
+            inputs["__code"] = self._parameter if self._parameter is not None else self.parameter
         used: list[Node] = []
+        token = context.enter_op_body(used)
         try:
-            fn = self.current_function()
-            with context.op_body(used):
-                result = fn(*plain_args, **plain_kwargs)
+            result = self.current_function()(*plain_args, **kwargs)
         except Exception as error:
+            context.exit_op_body(token)
             self._add_dependencies(inputs, used, instance)
             if not self.catch_execution_error:
                 raise
             text = describe_error(error, self.parameter.data if self.trainable else None,
                                   self.code_filename if self.trainable else None, self.name)
-            failed = ExceptionNode(text, inputs, error, name=self.name,
-                                   description=f"[{self.name}] {self.doc}", info={"op": self})
+            failed = ExceptionNode(text, inputs, error, name=self.name, description=self._description,
+                                   info=self._info)
             raise ExecutionError(failed) from error
+        context.exit_op_body(token)
         if used:
             self._add_dependencies(inputs, used, instance)
         if isinstance(result, Node):
             result = result._data
-        return MessageNode(result, inputs, name=self.name, description=f"[{self.name}] {self.doc}",
-                           info={"op": self})
+        return MessageNode(result, inputs, name=self.name, description=self._description, info=self._info)
 
     def _call_untraced(self, instance: Any, args: tuple, kwargs: dict) -> Any:
         def plain(value: Any) -> Any:

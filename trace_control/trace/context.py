@@ -79,5 +79,14 @@ def op_body(used: list) -> Iterator[None]:
         _OP_BODY.reset(token)
 
 
+def enter_op_body(used: list) -> contextvars.Token:
+    """Start an op body (see :func:`op_body`); pass the token to :func:`exit_op_body`."""
+    return _OP_BODY.set(used)
+
+
+def exit_op_body(token: contextvars.Token) -> None:
+    _OP_BODY.reset(token)
+
+
 def in_op_body() -> bool:
     return _OP_BODY.get() is not None

@@ -9,15 +9,20 @@ exactly as long as something holds its output.
 
 from __future__ import annotations
 
+import functools
 import re
 import weakref
+from types import MappingProxyType
 from typing import Any
 
 from trace_control.trace import context
 
 _NAME_CLEAN = re.compile(r"\W")
+_NO_INPUTS: dict = MappingProxyType({})  # type: ignore[assignment]
+_NO_INFO: dict = MappingProxyType({})  # type: ignore[assignment]
 
 
+@functools.lru_cache(maxsize=4096)
 def _split_name(name: str) -> str:
     base = name.split(":", 1)[0]
     base = _NAME_CLEAN.sub("_", base)
@@ -34,34 +39,49 @@ class Node:
 
     trainable = False
     kind = "Node"
+    default_base = "node"
+    default_description = "a value"
     __slots__ = (
-        "_data", "name", "py_name", "_parents", "_inputs", "_children", "_prune_at",
-        "description", "feedback", "info", "level", "_backwarded", "__weakref__",
+        "_data", "_base", "_index", "_parents", "_inputs", "_children", "_prune_at",
+        "description", "_feedback", "info", "level", "_backwarded", "__weakref__",
     )
 
     def __init__(self, value: Any, name: str | None = None, description: str | None = None,
                  info: dict | None = None) -> None:
         if isinstance(value, Node):
             raise TypeError("a Node cannot wrap another Node; pass node.data or use node() instead")
-        base, index = context.next_name(_split_name(name) if name else self._default_base())
+        self._base, self._index = context.next_name(_split_name(name) if name else self.default_base)
         self._data = value
-        self.name = f"{base}:{index}"
-        self.py_name = f"{base}{index}"
         self._parents: list[Node] = []
-        self._inputs: dict[str, Node] = {}
+        self._inputs: dict[str, Node] = _NO_INPUTS
         self._children: list[weakref.ref] = []
         self._prune_at = 64
-        self.description = description if description is not None else self._default_description()
-        self.feedback: list = []
-        self.info = info if info is not None else {}
+        self.description = description if description is not None else self.default_description
+        self._feedback: list | None = None
+        self.info = info if info is not None else _NO_INFO
         self.level = 0
         self._backwarded = False
 
-    def _default_base(self) -> str:
-        return "node"
+    @property
+    def name(self) -> str:
+        """``"base:index"``, unique among the nodes of one naming scope."""
+        return f"{self._base}:{self._index}"
 
-    def _default_description(self) -> str:
-        return "a value"
+    @property
+    def py_name(self) -> str:
+        """The name as an identifier (``"base" + index``), as shown in prompts."""
+        return f"{self._base}{self._index}"
+
+    @property
+    def feedback(self) -> list:
+        """What backward calls sent here (a list of :class:`Feedback`)."""
+        if self._feedback is None:
+            self._feedback = []
+        return self._feedback
+
+    @feedback.setter
+    def feedback(self, value: list) -> None:
+        self._feedback = value
 
     # -- value ------------------------------------------------------------------
     @property
@@ -83,18 +103,16 @@ class Node:
     def children(self) -> list[Node]:
         return [child for ref in self._children if (child := ref()) is not None]
 
-    def _add_child(self, child: Node) -> None:
-        self._children.append(weakref.ref(child))
-        if len(self._children) >= self._prune_at:
-            self._children = [ref for ref in self._children if ref() is not None]
-            self._prune_at = max(64, 2 * len(self._children))
+    def _prune_children(self) -> None:
+        self._children = [ref for ref in self._children if ref() is not None]
+        self._prune_at = max(64, 2 * len(self._children))
 
     def is_root(self) -> bool:
         return not self._parents
 
     # -- feedback ---------------------------------------------------------------
     def zero_feedback(self) -> None:
-        self.feedback = []
+        self._feedback = None
 
     def backward(self, feedback: Any = "", retain_graph: bool = False, propagator: Any = None,
                  visualize: bool = False) -> Any:
@@ -161,11 +179,8 @@ class ParameterNode(Node):
     def trainable(self) -> bool:
         return self._trainable
 
-    def _default_base(self) -> str:
-        return "param"
-
-    def _default_description(self) -> str:
-        return "a trainable parameter"
+    default_base = "param"
+    default_description = "a trainable parameter"
 
     def _set(self, value: Any) -> None:
         """Replace the value (used by optimizers; no tracing)."""
@@ -181,24 +196,26 @@ class MessageNode(Node):
     def __init__(self, value: Any, inputs: dict[str, Node], name: str | None = None,
                  description: str | None = None, info: dict | None = None) -> None:
         super().__init__(value, name=name, description=description, info=info)
-        self._inputs = dict(inputs)
-        seen: set[int] = set()
+        self._inputs = inputs
+        parents = self._parents
         level = 0
-        for parent in self._inputs.values():
-            if id(parent) in seen:
-                continue
-            seen.add(id(parent))
-            self._parents.append(parent)
-            parent._add_child(self)
-            if parent.level >= level:
-                level = parent.level + 1
+        me = weakref.ref(self)
+        for parent in inputs.values():
+            for known in parents:
+                if known is parent:
+                    break
+            else:
+                parents.append(parent)
+                children = parent._children
+                children.append(me)
+                if len(children) >= parent._prune_at:
+                    parent._prune_children()
+                if parent.level >= level:
+                    level = parent.level + 1
         self.level = level
 
-    def _default_base(self) -> str:
-        return "message"
-
-    def _default_description(self) -> str:
-        return "the output of an operation"
+    default_base = "message"
+    default_description = "the output of an operation"
 
 
 class ExceptionNode(MessageNode):
@@ -213,8 +230,7 @@ class ExceptionNode(MessageNode):
         super().__init__(value, inputs, name=name, description=description, info=info)
         self.exception = exception
 
-    def _default_base(self) -> str:
-        return "exception"
+    default_base = "exception"
 
 
 def node(value: Any, name: str | None = None, trainable: bool = False,
