@@ -53,14 +53,14 @@ def controller(obs):
 @bundle()
 def env_step(action, obs):
     """Apply the action; return the next observation."""
-    return {"hand_pos": [h + 0.01 * a for h, a in zip(obs["hand_pos"], action[:3])]}
+    return {"hand_pos": [h + 0.01 * a for h, a in zip(obs["hand_pos"], action[:3], strict=False)]}
 
 
 def plain_loop(steps: int = 500) -> None:
     obs = {"hand_pos": [0.1, 0.2, 0.3]}
     for _ in range(steps):
         action = controller_body(obs)
-        obs = {"hand_pos": [h + 0.01 * a for h, a in zip(obs["hand_pos"], action[:3])]}
+        obs = {"hand_pos": [h + 0.01 * a for h, a in zip(obs["hand_pos"], action[:3], strict=False)]}
 
 
 def traced_loop(steps: int = 500) -> None:

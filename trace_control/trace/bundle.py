@@ -115,7 +115,7 @@ class FunOp:
             return self._compiled[1]
         namespace = dict(self.fn.__globals__)
         if self.fn.__closure__:
-            for var, cell in zip(self.fn.__code__.co_freevars, self.fn.__closure__):
+            for var, cell in zip(self.fn.__code__.co_freevars, self.fn.__closure__, strict=False):
                 try:
                     namespace[var] = cell.cell_contents
                 except ValueError:  # an empty cell: the variable was never assigned
@@ -143,7 +143,7 @@ class FunOp:
 
     def _named_arguments(self, args: tuple, kwargs: dict) -> list[tuple[str, Any]]:
         if not kwargs and self._simple_positional and len(args) <= len(self._arg_names):
-            return list(zip(self._arg_names, args))
+            return list(zip(self._arg_names, args, strict=False))
         bound = self.signature.bind(*args, **kwargs)
         named: list[tuple[str, Any]] = []
         for name, value in bound.arguments.items():
@@ -166,7 +166,7 @@ class FunOp:
         if not context.is_tracing():
             return self._call_untraced(instance, args, kwargs)
         if not kwargs and self._simple_positional and len(args) <= len(self._arg_names):
-            named = zip(self._arg_names, args)
+            named = zip(self._arg_names, args, strict=False)
         else:
             named = self._named_arguments(args, kwargs)
         inputs: dict[str, Node] = {}

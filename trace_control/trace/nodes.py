@@ -164,7 +164,6 @@ class Node:
 class ParameterNode(Node):
     """A trainable value. ``constraint`` is text shown to the optimizer."""
 
-    trainable = True
     kind = "ParameterNode"
     __slots__ = ("constraint", "_trainable")
 

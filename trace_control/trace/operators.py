@@ -103,7 +103,7 @@ def _call(self: Node, *args: Any, **kwargs: Any) -> Any:
     positional = len(args)
 
     def call(fn: Callable, *values: Any) -> Any:
-        return fn(*values[:positional], **dict(zip(keys, values[positional:])))
+        return fn(*values[:positional], **dict(zip(keys, values[positional:], strict=False)))
 
     return apply_op("call", call, "[call] fn(*args, **kwargs)", tuple(named))
 

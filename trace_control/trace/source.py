@@ -1,8 +1,8 @@
 """Source code as a value: extract it, compile it, and point at the failing line."""
 
 from __future__ import annotations
-
 import __future__
+
 import ast
 import inspect
 import linecache
