@@ -190,8 +190,7 @@ class FunOp:
             self._add_dependencies(inputs, used, instance)
             if not self.catch_execution_error:
                 raise
-            text = describe_error(error, self.parameter.data if self.trainable else None,
-                                  self.code_filename if self.trainable else None, self.name)
+            text = self.describe(error)
             failed = ExceptionNode(text, inputs, error, name=self.name, description=self._description,
                                    info=self._info)
             raise ExecutionError(failed) from error
@@ -201,6 +200,25 @@ class FunOp:
         if isinstance(result, Node):
             result = result._data
         return MessageNode(result, inputs, name=self.name, description=self._description, info=self._info)
+
+    def plain_function(self) -> Callable:
+        """The current code as a plain callable (no nodes, no tracing): for fast rollouts.
+
+        For a method the object's node attributes read as plain values, as in a traced
+        call. Errors propagate unchanged; :meth:`describe` turns one into feedback text.
+        """
+        fn = self.current_function()
+        instance = self.instance
+        if instance is None:
+            return fn
+        view = _InstanceView(instance)
+        return lambda *args, **kwargs: fn(view, *args, **kwargs)
+
+    def describe(self, error: BaseException) -> str:
+        """``error`` (raised by this op's code) as feedback: the failing line marked."""
+        if not self.trainable:
+            return describe_error(error, None, None, self.name)
+        return describe_error(error, self.parameter._data, self.code_filename, self.name)
 
     def _call_untraced(self, instance: Any, args: tuple, kwargs: dict) -> Any:
         def plain(value: Any) -> Any:

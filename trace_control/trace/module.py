@@ -188,7 +188,11 @@ def export_source(module: Module) -> str:
                 methods.append(code)
             elif inspect.isfunction(value):
                 methods.append(function_source(value))
-    imports, definitions = _module_context(cls, methods)
+    imports, definitions = [], []
+    for klass in _own_classes(cls):
+        more_imports, more_definitions = _module_context(klass, methods)
+        imports += [line for line in more_imports if line not in imports]
+        definitions += [text for text in more_definitions if text not in definitions]
     state: list[str] = []
     for attr, value in vars(module).items():
         if attr.startswith("__bundle_"):
@@ -207,7 +211,7 @@ def export_source(module: Module) -> str:
     if "forward" in seen and "__call__" not in seen:
         body += ["", "def __call__(self, *args, **kwargs):", "    return self.forward(*args, **kwargs)"]
     parts = [f'"""{cls.__name__}, exported by trace-control as plain Python.\n\n'
-             f'Use: ``model = load()``, then call its methods."""', ""]
+             f'Use: ``model = load()``, then call its methods."""', "", "from __future__ import annotations", ""]
     parts += imports
     if definitions:
         parts += [""] + ["\n\n".join(definitions)]

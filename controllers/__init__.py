@@ -1,0 +1,72 @@
+"""Traced controller policies: a starting point per task, reference experts, and loading.
+
+A controller is anything that maps an observation dict to an action list: a
+:class:`~controllers.base.Controller` (traced, trainable) or a plain object loaded
+from an exported ``.py`` file (``load()`` in that file returns it).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+from controllers.base import Controller
+
+STARTING: dict[str, str] = {
+    "reach": "controllers.reach:ReachController",
+    "push": "controllers.push:PushController",
+    "pick-place": "controllers.pick_place:PickPlaceController",
+    "door-open": "controllers.door_open:DoorOpenController",
+    "drawer-close": "controllers.drawer_close:DrawerCloseController",
+    "button-press": "controllers.button_press:ButtonPressController",
+    "reacher": "controllers.reacher:ReacherController",
+    "pusher": "controllers.pusher:PusherController",
+    "inverted-pendulum": "controllers.inverted_pendulum:InvertedPendulumController",
+    "inverted-double-pendulum": "controllers.inverted_double_pendulum:InvertedDoublePendulumController",
+}
+
+
+def import_class(reference: str) -> type:
+    """``"package.module:Class"`` -> the class."""
+    module_name, _, class_name = reference.partition(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def starting_controller(task: str) -> Controller:
+    """A fresh starting controller for ``task`` (deliberately naive)."""
+    if task not in STARTING:
+        raise KeyError(f"no starting controller for task {task!r}; known: {', '.join(STARTING)}")
+    return import_class(STARTING[task])()
+
+
+def expert_controller(task: str) -> Controller:
+    """The hand-written reference controller for ``task``, where one exists."""
+    from controllers.experts import EXPERTS
+
+    if task not in EXPERTS:
+        raise KeyError(f"no reference controller for task {task!r}; known: {', '.join(EXPERTS)}")
+    return EXPERTS[task]()
+
+
+def load_exported(path: str | Path) -> Any:
+    """Run an exported controller file and return its object (``load()`` in the file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no controller file at {path}")
+    name = f"exported_controller_{abs(hash(str(path.resolve())))}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.modules.pop(name, None)
+    if not hasattr(module, "load"):
+        raise ValueError(f"{path} has no load() function; is it a file exported by trace-control?")
+    return module.load()
+
+
+__all__ = ["STARTING", "Controller", "expert_controller", "import_class", "load_exported", "starting_controller"]

@@ -1,0 +1,23 @@
+"""Starting controller for Meta-World pick-place: it does not move (the paper's starting point)."""
+
+from __future__ import annotations
+
+from controllers.base import Controller
+from trace_control.trace import bundle
+
+
+class PickPlaceController(Controller):
+    """Controls the Sawyer arm in Meta-World pick-place."""
+
+    task = "pick-place"
+
+    @bundle(trainable=True)
+    def controller(self, obs):
+        """Map an observation to an action for Meta-World pick-place.
+
+        obs: a dict with hand_pos, gripper_distance_apart (1.0 open, about 0.3 closed), puck_pos,
+        puck_rot (quaternion) and goal_pos; positions are [x, y, z] in meters.
+        Returns [x, y, z, gripper]: a target for the hand relative to its current position
+        (meters) and the gripper command (0 open, 1 closed).
+        """
+        return [0.0, 0.0, 0.0, 0.0]

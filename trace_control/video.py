@@ -1,0 +1,107 @@
+"""Videos of a controller's behaviour: mp4 (or gif), headless, with captions.
+
+Several episodes are laid out one after another (``layout="sequence"``) or side by
+side (``layout="grid"``). Rendering uses EGL when there is no display and turns off
+multisampling, shadows and reflections, which leaves the physics untouched.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from envs.base import ensure_headless_rendering
+
+
+def caption(frame: np.ndarray, text: str) -> np.ndarray:
+    """``frame`` with ``text`` on a dark band at the top."""
+    from PIL import Image, ImageDraw
+
+    image = Image.fromarray(frame)
+    draw = ImageDraw.Draw(image)
+    band = 14 * (text.count("\n") + 1) + 6
+    draw.rectangle([0, 0, image.width, band], fill=(0, 0, 0))
+    draw.multiline_text((5, 3), text, fill=(255, 255, 255), spacing=2)
+    return np.asarray(image)
+
+
+def record_episodes(spec: Any, task: str, seeds: Sequence[int], env_kwargs: dict | None = None,
+                    width: int = 320, height: int = 320) -> list[tuple[list[np.ndarray], str]]:
+    """Frames of one episode per seed, each with its caption text."""
+    import envs
+    from trace_control.evaluation import ControllerSpec
+    from trace_control.rollout import run_episode
+    from trace_control.trace import Module
+
+    ensure_headless_rendering()
+    if isinstance(spec, Module):
+        spec = ControllerSpec.from_module(spec)
+    _, policy, describe = spec.build()
+    env = envs.make(task, render_mode="rgb_array", width=width, height=height, **(env_kwargs or {}))
+    recorded = []
+    try:
+        for seed in seeds:
+            frames: list[np.ndarray] = []
+            if hasattr(env, "frame_hook"):
+                env.frame_hook = frames.append
+            episode = run_episode(env, policy, seed=seed, describe_error=describe, on_frame=frames.append)
+            outcome = "success" if episode.success else ("error" if episode.error else "failure")
+            text = f"{task}  seed {seed}\n{outcome}, return {episode.episode_return:.2f}, {episode.length} steps"
+            recorded.append((frames, text))
+    finally:
+        env.close()
+    return recorded
+
+
+def compose(recorded: list[tuple[list[np.ndarray], str]], layout: str = "sequence",
+            hold_frames: int = 10) -> list[np.ndarray]:
+    """Caption every frame and lay the episodes out in time or in a grid."""
+    episodes = []
+    for frames, text in recorded:
+        captioned = [caption(frame, text) for frame in frames]
+        captioned += [captioned[-1]] * hold_frames  # pause on the outcome
+        episodes.append(captioned)
+    if layout == "sequence":
+        return [frame for episode in episodes for frame in episode]
+    if layout != "grid":
+        raise ValueError("layout must be 'sequence' or 'grid'")
+    length = max(len(e) for e in episodes)
+    columns = math.ceil(math.sqrt(len(episodes)))
+    rows = math.ceil(len(episodes) / columns)
+    blank = np.zeros_like(episodes[0][0])
+    padded = [e + [e[-1]] * (length - len(e)) for e in episodes]
+    padded += [[blank] * length] * (rows * columns - len(padded))
+    frames = []
+    for t in range(length):
+        grid_rows = [np.concatenate([padded[r * columns + c][t] for c in range(columns)], axis=1)
+                     for r in range(rows)]
+        frames.append(np.concatenate(grid_rows, axis=0))
+    return frames
+
+
+def write_video(frames: list[np.ndarray], path: str | Path, fps: int = 20) -> Path:
+    """Write frames to ``path``: mp4 via ffmpeg, or an animated gif for ``.gif``."""
+    import imageio.v2 as imageio
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not frames:
+        raise ValueError("no frames to write")
+    if path.suffix.lower() == ".gif":
+        imageio.mimsave(path, frames, duration=1000 / fps, loop=0)
+    else:
+        with imageio.get_writer(path, fps=fps, codec="libx264", quality=7, macro_block_size=16) as writer:
+            for frame in frames:
+                writer.append_data(frame)
+    return path
+
+
+def record_video(spec: Any, task: str, out: str | Path, seeds: Sequence[int] = (0,), layout: str = "sequence",
+                 fps: int = 20, env_kwargs: dict | None = None, width: int = 320, height: int = 320) -> Path:
+    """Record one episode per seed of the controller on ``task`` to ``out`` (mp4 or gif)."""
+    recorded = record_episodes(spec, task, seeds, env_kwargs, width, height)
+    return write_video(compose(recorded, layout), out, fps)
