@@ -98,7 +98,9 @@ def run_episode(env: Any, policy: Callable[[dict], Any], seed: int | None = None
     for _ in range(limit):
         try:
             action = policy(observation)
-        except Exception as error:  # the controller's own code failed: that is feedback
+        except KeyboardInterrupt:
+            raise
+        except BaseException as error:  # noqa: BLE001 - the controller's failure (even SystemExit) is feedback
             episode.error = describe_error(error) if describe_error else f"({type(error).__name__}) {error}"
             episode.error_kind = "controller"
             break
@@ -126,12 +128,18 @@ def run_episode(env: Any, policy: Callable[[dict], Any], seed: int | None = None
     return episode
 
 
-def _plain_action(action: Any) -> Any:
+def _plain_action(action: Any, limit: int = 64) -> Any:
+    """The action as plain, small data for the record (oversized or odd values become text)."""
     if hasattr(action, "tolist"):
-        return action.tolist()
-    if isinstance(action, (list, tuple)):
-        return [a.item() if hasattr(a, "item") else a for a in action]
-    return action
+        action = action.tolist()
+    if isinstance(action, (list, tuple)) and len(action) <= limit:
+        items = [a.item() if hasattr(a, "item") else a for a in action]
+        if all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in items):
+            return items
+    if isinstance(action, (int, float)) and not isinstance(action, bool):
+        return action
+    text = repr(action)
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 def traced_rollout(env: Any, controller: Module, seed: int | None = None, horizon: int | None = None) -> Rollout:

@@ -1,0 +1,82 @@
+"""A static check of controller code before it runs: a rejection is feedback, not a crash.
+
+The code must parse, define the expected function (one top-level ``def``, plus
+imports), import only allowed modules, and avoid the names and attributes that reach
+outside a controller's job: files, the interpreter's internals, processes, sockets.
+The worker's own limits still apply to whatever passes.
+"""
+
+from __future__ import annotations
+
+import ast
+
+ALLOWED_IMPORTS = frozenset({"math", "cmath", "numpy", "random", "statistics", "itertools", "functools",
+                             "operator", "collections", "dataclasses", "typing", "__future__"})
+FORBIDDEN_NAMES = frozenset({
+    "open", "exec", "eval", "compile", "__import__", "globals", "locals", "vars", "getattr", "setattr",
+    "delattr", "input", "breakpoint", "memoryview", "help", "exit", "quit", "__builtins__", "__loader__",
+    "__spec__",
+})
+# numpy's doors to files and foreign code
+FORBIDDEN_ATTRIBUTES = frozenset({
+    "save", "savez", "savez_compressed", "savetxt", "load", "loadtxt", "genfromtxt", "fromfile", "tofile",
+    "fromregex", "memmap", "ctypeslib", "ctypes", "lib", "DataSource", "f2py", "testing", "distutils",
+    "system", "popen",
+})
+MAX_CODE_CHARS = 20_000
+
+
+def check_controller_code(code: str, fn_name: str) -> list[str]:
+    """Problems that stop ``code`` from running as the function ``fn_name`` (empty: it may run)."""
+    if not isinstance(code, str):
+        return [f"the code must be text, got {type(code).__name__}"]
+    if len(code) > MAX_CODE_CHARS:
+        return [f"the code is {len(code):,} characters long; the limit is {MAX_CODE_CHARS:,}"]
+    try:
+        tree = ast.parse(code)
+    except SyntaxError as error:
+        return [f"the code has a syntax error at line {error.lineno}: {error.msg}"]
+    except (ValueError, MemoryError, RecursionError) as error:
+        return [f"the code cannot be parsed: {error}"]
+    problems: list[str] = []
+    definitions = [item for item in tree.body if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    others = [item for item in tree.body if not isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef,
+                                                                  ast.Import, ast.ImportFrom))]
+    if [d.name for d in definitions] != [fn_name]:
+        names = ", ".join(d.name for d in definitions) or "no function"
+        problems.append(f"the code must define exactly one function, {fn_name} (it defines {names})")
+    if others:
+        problems.append(f"the code may only hold imports and the function {fn_name}, not module-level "
+                        f"statements (line {others[0].lineno})")
+    for item in ast.walk(tree):
+        if isinstance(item, ast.Import):
+            for alias in item.names:
+                root = alias.name.split(".")[0]
+                if root not in ALLOWED_IMPORTS:
+                    problems.append(_import_problem(alias.name, item.lineno))
+        elif isinstance(item, ast.ImportFrom):
+            root = (item.module or "").split(".")[0]
+            if item.level or root not in ALLOWED_IMPORTS:
+                problems.append(_import_problem(item.module or ".", item.lineno))
+        elif isinstance(item, ast.Name) and item.id in FORBIDDEN_NAMES:
+            problems.append(f"the controller uses {item.id} (line {item.lineno}), which is not allowed")
+        elif isinstance(item, ast.Attribute):
+            if item.attr.startswith("__") and item.attr.endswith("__"):
+                problems.append(f"the controller uses the attribute {item.attr} (line {item.lineno}); "
+                                "double-underscore attributes are not allowed")
+            elif item.attr in FORBIDDEN_ATTRIBUTES:
+                problems.append(f"the controller uses .{item.attr} (line {item.lineno}), which is not allowed "
+                                "(no file or foreign-code access)")
+        elif isinstance(item, (ast.Global, ast.Nonlocal)):
+            problems.append(f"the controller uses a {type(item).__name__.lower()} statement "
+                            f"(line {item.lineno}), which is not allowed")
+    return _unique(problems)
+
+
+def _import_problem(module: str, line: int) -> str:
+    allowed = ", ".join(sorted(ALLOWED_IMPORTS - {"__future__"}))
+    return f"the controller tried to import {module} (line {line}), which is not allowed; allowed: {allowed}"
+
+
+def _unique(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))
