@@ -3,7 +3,8 @@
 Tests point the real ``openai`` client at it. Each script item is an answer text, or
 a dict describing a fault: ``{"status": 429, "headers": {...}}``, ``{"delay": 3.0}``
 (answer late), ``{"drop": True}`` (close the connection), ``{"raw": "not json"}``
-(a 200 whose body is not JSON), ``{"content": text, "finish_reason": "length"}``.
+(a 200 whose body is not JSON), ``{"content": text, "finish_reason": "length"}``,
+``{"content": text, "delay": 1.0}`` (a normal answer, late).
 """
 
 from __future__ import annotations
@@ -80,6 +81,8 @@ class ScriptedLLMServer:
                             break
                         self._fault(item)
                         return
+                    if isinstance(item, dict) and item.get("delay"):
+                        time.sleep(item["delay"])
                     content = item["content"] if isinstance(item, dict) else item
                     finish = item.get("finish_reason", "stop") if isinstance(item, dict) else "stop"
                     choices.append({"index": index, "message": {"role": "assistant", "content": content},

@@ -77,7 +77,7 @@ class Rollout:
 
 
 def _error_feedback(episode: Episode) -> str:
-    where = f"at step {episode.length}"
+    where = f"at step {episode.length + 1}"
     if episode.error_kind == "action":
         return f"Success: False\nThe action returned {where} could not be executed: {episode.error}"
     return f"Success: False\nThe controller raised an error {where}:\n{episode.error}"

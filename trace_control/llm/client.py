@@ -103,10 +103,12 @@ class LLMClient:
                 responses = [self.replayer.take(key) for key in keys]
             except ReplayMissError as error:
                 raise LLMError(str(error)) from error
-            for response in responses:
+            for key, response in zip(keys, responses):
                 if response.get("first_of_request", True):
                     self.usage.add(self.model, response.get("prompt_tokens", 0),
                                    response.get("completion_tokens", 0))
+                if self.recorder is not None:  # a replayed run records too, so it is complete on its own
+                    self.recorder.write(key, request, response)
             return [Completion(r["text"], r.get("finish_reason")) for r in responses]
         answers: list[dict] = []
         if n > 1 and self._n_supported:

@@ -90,6 +90,19 @@ class Optimizer:
         kwargs.setdefault("retain_graph", True)
         node.backward(feedback, **kwargs)
 
+    def state_dict(self) -> dict:
+        """What a resumed run needs to continue exactly: memory and pending problems."""
+        return {"pending_problems": list(self.pending_problems), "memory": [list(m) for m in self._memory()]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.pending_problems = list(state.get("pending_problems", []))
+        memory = self._memory()
+        memory.clear()
+        memory.extend(tuple(item) for item in state.get("memory", []))
+
+    def _memory(self) -> Any:
+        return []
+
     # -- to be provided by subclasses ---------------------------------------------
     def build_prompt(self) -> str:
         raise NotImplementedError

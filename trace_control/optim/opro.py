@@ -45,6 +45,9 @@ class OPRO(Optimizer):
         parts.append(f"#Feedback on the current values\n{current_feedback}")
         return "\n\n".join(parts)
 
+    def _memory(self) -> deque:
+        return self.history
+
     def remember(self) -> None:
         if self._current is not None:
             self.history.append(self._current)

@@ -50,6 +50,9 @@ class OptoPrime(Optimizer):
             report += f"\n\n#Past attempts (oldest first)\n{past}"
         return report
 
+    def _memory(self) -> deque:
+        return self.memory
+
     def remember(self) -> None:
         if self.memory_size and self._current is not None:
             self.memory.append(self._current)
