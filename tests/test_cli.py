@@ -22,7 +22,8 @@ RUN_FILES = ["config.json", "log.jsonl", "llm_calls.jsonl", "state.json", "resul
 FAST = ["--eval-seeds", "100-104", "--no-progress"]
 
 
-def cli(args: list[str], env: dict | None = None, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+def cli(args: list[str], env: dict | None = None, timeout: float = 600,
+        check: bool = True) -> subprocess.CompletedProcess:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
     environment.update(env or {})
     done = subprocess.run([sys.executable, "-m", "trace_control.cli", *args], env=environment, capture_output=True,
@@ -89,7 +90,8 @@ def test_replay_reproduces_the_log_with_the_server_stopped(trained, tmp_path):
     run, _ = trained
     cli(["train", "--replay", str(run), "--runs-dir", str(tmp_path), "--run-name", "replayed", "--no-progress"])
     original = [deterministic(json.loads(line)) for line in (run / "log.jsonl").read_text().splitlines()]
-    replayed = [deterministic(json.loads(line)) for line in (tmp_path / "replayed" / "log.jsonl").read_text().splitlines()]
+    replayed_log = (tmp_path / "replayed" / "log.jsonl").read_text()
+    replayed = [deterministic(json.loads(line)) for line in replayed_log.splitlines()]
     assert replayed == original
     for name in ("001.txt", "002.txt", "003.txt"):
         assert (tmp_path / "replayed" / "prompts" / name).read_text() == (run / "prompts" / name).read_text()

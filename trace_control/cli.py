@@ -195,7 +195,8 @@ def _controller_source(value: str, task: str | None):
         if not task:
             raise UsageError(f"'{value}' needs --task")
         try:
-            module = controllers.starting_controller(task) if value == "starting" else controllers.expert_controller(task)
+            make = controllers.starting_controller if value == "starting" else controllers.expert_controller
+            module = make(task)
         except KeyError as error:
             raise UsageError(str(error.args[0])) from None
         return module, task
@@ -320,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
                                          "and the training methods.")
     listing.set_defaults(func=cmd_list)
 
-    train = sub.add_parser("train", help="train a controller on a task", formatter_class=argparse.RawDescriptionHelpFormatter,
+    train = sub.add_parser("train", help="train a controller on a task",
                            description="Run the Trace loop: per iteration one traced episode on the training "
                                        "placement, feedback to the controller's parameters, one OptoPrime (or OPRO) "
                                        "update, an evaluation on held-out placements, a log line and a checkpoint. "

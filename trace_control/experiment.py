@@ -53,8 +53,9 @@ def summarize(results: dict, tasks: list[str], methods: list[str], seeds: list[i
     cells = []
     for task in tasks:
         for method in methods:
-            per_seed = [results[(task, method, s)]["test"]["success_rate"] for s in seeds if (task, method, s) in results]
-            tokens = [results[(task, method, s)]["llm"]["total_tokens"] for s in seeds if (task, method, s) in results]
+            done = [results[(task, method, s)] for s in seeds if (task, method, s) in results]
+            per_seed = [r["test"]["success_rate"] for r in done]
+            tokens = [r["llm"]["total_tokens"] for r in done]
             cells.append({"task": task, "method": method, "seeds": len(per_seed),
                           "test_success_mean": statistics.fmean(per_seed) if per_seed else None,
                           "test_success_std": statistics.pstdev(per_seed) if len(per_seed) > 1 else 0.0,
