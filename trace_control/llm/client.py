@@ -10,6 +10,7 @@ Retry-After); what still fails becomes an :class:`LLMError` with the reason.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,7 @@ class LLMClient:
         self._json_supported = True
         self._n_supported = True
         self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+        self.max_retries = max_retries
         if self.replayer is None:
             key = api_key or os.environ.get("OPENAI_API_KEY")
             if not key and not self.base_url:
@@ -122,6 +124,18 @@ class LLMClient:
                 self.recorder.write(key, request, answer)
         return [Completion(a["text"], a.get("finish_reason")) for a in answers]
 
+    def _create(self, kwargs: dict) -> Any:
+        """One request; a 200 whose body cannot be read is retried a bounded number of times
+        (the openai client retries 429 / 5xx / timeouts / dropped connections itself)."""
+        for attempt in range(self.max_retries + 1):
+            try:
+                return self._client.chat.completions.create(**kwargs)
+            except (openai.APIResponseValidationError, ValueError, TypeError, AttributeError):
+                if attempt == self.max_retries:
+                    raise
+                time.sleep(min(2.0, 0.25 * 2 ** attempt))
+        raise AssertionError("unreachable")
+
     def _call(self, messages: list[dict], n: int) -> list[dict]:
         kwargs: dict[str, Any] = {"model": self.model, "messages": messages}
         if n > 1:
@@ -133,7 +147,7 @@ class LLMClient:
         if self.json_mode and self._json_supported:
             kwargs["response_format"] = {"type": "json_object"}
         try:
-            response = self._client.chat.completions.create(**kwargs)
+            response = self._create(kwargs)
         except openai.BadRequestError as error:
             text = str(error).lower()
             if "response_format" in kwargs and ("response_format" in text or "json" in text):

@@ -130,12 +130,15 @@ class Optimizer:
             record.error = str(error)
             return []
         for completion in completions:
-            answer = parse_answer(completion.text, completion.finish_reason)
-            resolved, name_problems = resolve_names(answer.suggestion, self.parameters, self.aliases)
-            update, value_problems = validate(resolved, self.originals, self.code_checker)
-            record.proposals.append(Proposal(update, answer.reasoning, answer.problems + name_problems +
-                                             value_problems, completion.text))
+            record.proposals.append(self.proposal_from(completion.text, completion.finish_reason))
         return record.proposals
+
+    def proposal_from(self, text: str, finish_reason: str | None = None) -> Proposal:
+        """Read one answer into a validated (not applied) proposal. Never raises for bad answers."""
+        answer = parse_answer(text, finish_reason)
+        resolved, name_problems = resolve_names(answer.suggestion, self.parameters, self.aliases)
+        update, value_problems = validate(resolved, self.originals, self.code_checker)
+        return Proposal(update, answer.reasoning, answer.problems + name_problems + value_problems, text)
 
     def apply(self, proposal: Proposal) -> dict[ParameterNode, Any]:
         """Apply ``proposal`` (one of :meth:`propose`'s) and queue its problems as feedback."""
