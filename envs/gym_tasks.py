@@ -85,6 +85,16 @@ class GymTextEnv(TextTask):
                           "success": success, "reward": float(reward), "step": self._steps}
         return self.named(raw), float(reward), bool(terminated), bool(truncated), dict(self.last_info)
 
+    def failure_detail(self) -> str:
+        """What went wrong in a failed episode, in one sentence."""
+        raise NotImplementedError
+
+    def outcome_text(self, episode_return: float, success: bool) -> str:
+        lines = [f"Success: {success}", f"Return: {episode_return:.3f}"]
+        if not success:
+            lines.append(self.failure_detail())
+        return "\n".join(lines)
+
     def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array":
             return None
@@ -133,13 +143,10 @@ class ReacherText(GymTextEnv):
     def is_success(self, terminated, truncated, info):
         return bool(truncated and -float(info.get("reward_dist", -1.0)) <= self.threshold)
 
-    def outcome_text(self, episode_return: float, success: bool) -> str:
+    def failure_detail(self) -> str:
         distance = float(np.linalg.norm(self._raw[8:10]))
-        lines = [f"Success: {success}", f"Return: {episode_return:.3f}"]
-        if not success:
-            lines.append(f"Final fingertip-target distance: {distance:.3f} m (success needs at most "
-                         f"{self.threshold} m at the end).")
-        return "\n".join(lines)
+        return (f"Final fingertip-target distance: {distance:.3f} m (success needs at most {self.threshold} m "
+                "at the end).")
 
 
 class PusherText(GymTextEnv):
@@ -177,12 +184,9 @@ class PusherText(GymTextEnv):
     def is_success(self, terminated, truncated, info):
         return bool(truncated and float(np.linalg.norm(self._raw[17:20] - self._raw[20:23])) <= self.threshold)
 
-    def outcome_text(self, episode_return: float, success: bool) -> str:
+    def failure_detail(self) -> str:
         distance = float(np.linalg.norm(self._raw[17:20] - self._raw[20:23]))
-        lines = [f"Success: {success}", f"Return: {episode_return:.3f}"]
-        if not success:
-            lines.append(f"Final object-goal distance: {distance:.3f} m (success needs at most {self.threshold} m).")
-        return "\n".join(lines)
+        return f"Final object-goal distance: {distance:.3f} m (success needs at most {self.threshold} m)."
 
 
 class InvertedPendulumText(GymTextEnv):
@@ -217,11 +221,8 @@ class InvertedPendulumText(GymTextEnv):
     def is_success(self, terminated, truncated, info):
         return bool(truncated and not terminated)
 
-    def outcome_text(self, episode_return: float, success: bool) -> str:
-        lines = [f"Success: {success}", f"Return: {episode_return:.3f}"]
-        if not success:
-            lines.append(f"The pole was balanced for {self._steps} of {self.horizon} steps.")
-        return "\n".join(lines)
+    def failure_detail(self) -> str:
+        return f"The pole was balanced for {self._steps} of {self.horizon} steps."
 
 
 class InvertedDoublePendulumText(GymTextEnv):
@@ -260,11 +261,8 @@ class InvertedDoublePendulumText(GymTextEnv):
     def is_success(self, terminated, truncated, info):
         return bool(truncated and not terminated)
 
-    def outcome_text(self, episode_return: float, success: bool) -> str:
-        lines = [f"Success: {success}", f"Return: {episode_return:.3f}"]
-        if not success:
-            lines.append(f"The poles stayed up for {self._steps} of {self.horizon} steps.")
-        return "\n".join(lines)
+    def failure_detail(self) -> str:
+        return f"The poles stayed up for {self._steps} of {self.horizon} steps."
 
 
 GYM_TASKS: dict[str, type[GymTextEnv]] = {

@@ -19,6 +19,7 @@ def write_curve(run: RunFolder) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     records = run.read_log()
     evaluated = [(r["iteration"], r["eval"]["success_rate"]) for r in records if r.get("eval")]
@@ -27,6 +28,7 @@ def write_curve(run: RunFolder) -> Path:
     if evaluated:
         success_axis.plot(*zip(*evaluated), marker="o", color="tab:blue", label="test success rate")
     success_axis.set_ylim(-0.05, 1.05)
+    success_axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     success_axis.set_xlabel("iteration")
     success_axis.set_ylabel("test success rate", color="tab:blue")
     return_axis = success_axis.twinx()
