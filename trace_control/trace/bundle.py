@@ -111,8 +111,9 @@ class FunOp:
         if not self.trainable:
             return self.fn
         text = self.parameter._data
-        if self._compiled is not None and self._compiled[0] == text:
-            return self._compiled[1]
+        compiled = self._compiled
+        if compiled is not None and (compiled[0] is text or compiled[0] == text):
+            return compiled[1]
         namespace = dict(self.fn.__globals__)
         if self.fn.__closure__:
             for var, cell in zip(self.fn.__code__.co_freevars, self.fn.__closure__, strict=False):
@@ -165,20 +166,29 @@ class FunOp:
             args = (instance,) + args
         if not context.is_tracing():
             return self._call_untraced(instance, args, kwargs)
-        if not kwargs and self._simple_positional and len(args) <= len(self._arg_names):
-            named = zip(self._arg_names, args, strict=False)
-        else:
-            named = self._named_arguments(args, kwargs)
         inputs: dict[str, Node] = {}
-        for name, value in named:
-            if value is instance and instance is not None:
-                continue
-            inputs[name] = value if isinstance(value, Node) else constant_node(value, name)
-        plain_args = [a._data if isinstance(a, Node) else a for a in args]
-        if instance is not None:
-            plain_args[0] = _InstanceView(instance)
-        if kwargs:
-            kwargs = {k: v._data if isinstance(v, Node) else v for k, v in kwargs.items()}
+        if not kwargs and self._simple_positional and len(args) <= len(self._arg_names):
+            # the common case, in one pass: positional arguments only
+            plain_args = []
+            for name, value in zip(self._arg_names, args, strict=False):
+                if isinstance(value, Node):
+                    inputs[name] = value
+                    plain_args.append(value._data)
+                elif instance is not None and value is instance:
+                    plain_args.append(_InstanceView(instance))
+                else:
+                    inputs[name] = constant_node(value, name)
+                    plain_args.append(value)
+        else:
+            for name, value in self._named_arguments(args, kwargs):
+                if instance is not None and value is instance:
+                    continue
+                inputs[name] = value if isinstance(value, Node) else constant_node(value, name)
+            plain_args = [a._data if isinstance(a, Node) else a for a in args]
+            if instance is not None:
+                plain_args[0] = _InstanceView(instance)
+            if kwargs:
+                kwargs = {k: v._data if isinstance(v, Node) else v for k, v in kwargs.items()}
         if self.trainable:
             inputs["__code"] = self._parameter if self._parameter is not None else self.parameter
         used: list[Node] = []
@@ -199,7 +209,7 @@ class FunOp:
             self._add_dependencies(inputs, used, instance)
         if isinstance(result, Node):
             result = result._data
-        return MessageNode(result, inputs, name=self.name, description=self._description, info=self._info)
+        return MessageNode(result, inputs, self.name, self._description, self._info)
 
     def plain_function(self) -> Callable:
         """The current code as a plain callable (no nodes, no tracing): for fast rollouts.

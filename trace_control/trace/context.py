@@ -38,6 +38,15 @@ def stop_tracing() -> Iterator[None]:
         _TRACING.reset(token)
 
 
+def counters() -> dict[str, int]:
+    """This context's name counters (base -> next index)."""
+    found = _NAMES.get()
+    if found is None:
+        found = {}
+        _NAMES.set(found)
+    return found
+
+
 def next_name(base: str) -> tuple[str, int]:
     """Return ``(base, index)`` with the next free index for ``base`` in this context."""
     counters = _NAMES.get()

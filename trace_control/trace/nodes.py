@@ -194,9 +194,24 @@ class MessageNode(Node):
 
     def __init__(self, value: Any, inputs: dict[str, Node], name: str | None = None,
                  description: str | None = None, info: dict | None = None) -> None:
-        super().__init__(value, name=name, description=description, info=info)
+        # Node.__init__ inlined: this runs once per recorded operation, the engine's hot path
+        if isinstance(value, Node):
+            raise TypeError("a Node cannot wrap another Node; pass node.data or use node() instead")
+        base = _split_name(name) if name else self.default_base
+        counters = context.counters()
+        index = counters.get(base, 0)
+        counters[base] = index + 1
+        self._base = base
+        self._index = index
+        self._data = value
+        self._children = []
+        self._prune_at = 64
+        self.description = description if description is not None else self.default_description
+        self._feedback = None
+        self.info = info if info is not None else _NO_INFO
+        self._backwarded = False
         self._inputs = inputs
-        parents = self._parents
+        self._parents = parents = []
         level = 0
         me = weakref.ref(self)
         for parent in inputs.values():
