@@ -262,14 +262,34 @@ def test_kill_at_several_points_then_resume_keeps_the_log_continuous(tmp_path):
         first = [sys.executable, "-m", "trace_control.cli", "train", "reach", "--iterations", "8", "--runs-dir",
                  str(tmp_path), "--run-name", "hard", "--eval-seeds", "100", "--in-process", "--no-progress"]
         resume = [sys.executable, "-m", "trace_control.cli", "train", "--resume", str(run), "--no-progress"]
-        for attempt, delay in enumerate([3.0, 1.3, 2.1, 0.7]):
-            command = first if attempt == 0 else resume
-            process = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(delay)
+        log = run / "log.jsonl"
+
+        def lines() -> int:
+            return len(log.read_text().splitlines()) if log.is_file() else 0
+
+        def wait_for(condition, limit: float = 120.0) -> None:
+            deadline = time.monotonic() + limit
+            while not condition() and time.monotonic() < deadline:
+                time.sleep(0.02)
+
+        # kill points: during the first iteration, during start-up, right after a log line, mid-iteration
+        for attempt in range(4):
+            process = subprocess.Popen(first if attempt == 0 else resume, env=environment,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            seen = lines()
+            if attempt == 0:
+                wait_for(lambda: (run / "state.json").is_file())
+                time.sleep(0.3)
+            elif attempt == 1:
+                time.sleep(0.5)
+            elif attempt == 2:
+                wait_for(lambda seen=seen: lines() > seen)
+            else:
+                wait_for(lambda seen=seen: lines() > seen)
+                time.sleep(0.6)
             process.send_signal(signal.SIGKILL)
             process.wait()
-            if attempt == 0:
-                assert (run / "state.json").is_file(), "the first attempt should get past its start"
+        assert (run / "state.json").is_file()
         done = subprocess.run(resume, env=environment, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
