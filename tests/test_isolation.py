@@ -117,11 +117,15 @@ def test_the_worker_contains_what_the_static_check_would_have_refused(name, code
             "parameters": {"controller.__code": body(code)}}
     episode = bare_worker.run(spec, [0], keep_steps=True)[0]
     text = f"{episode.error} {episode.outcome}"
+    status = bare_worker.status
+    if name == "write outside" and not status.get("files", "").startswith("read-only"):
+        pytest.skip(f"this OS gave the worker no read-only filesystem: {status.get('files')}")
+    if name == "socket" and not status.get("network", "").startswith("isolated"):
+        pytest.skip(f"this OS gave the worker no network namespace: {status.get('network')}")
     assert words in text, text
     assert SECRET not in text and not OUTSIDE.exists()
-    status = bare_worker.status
-    if "isolated" in status.get("network", ""):
-        assert "Network is unreachable" in text or name != "socket"
+    if name == "socket":
+        assert "Network is unreachable" in text
 
 
 def test_worker_environment_has_no_secrets(monkeypatch):

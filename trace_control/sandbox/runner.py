@@ -90,7 +90,12 @@ class SandboxWorker:
                     "drop_privileges": self.drop_privileges})
         message = self._read(time.monotonic() + self.limits.startup_seconds)
         if message is None or message.get("event") != "ready":
-            reason = message.get("message") if message else self._death_reason()
+            if message is not None and message.get("event") == "eof":
+                try:
+                    self.process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    pass
+            reason = message.get("message") if message and "message" in message else self._death_reason()
             self.kill()
             raise WorkerFailure(f"the sandbox worker for {self.task} did not start: {reason}")
         self.status = message
@@ -133,7 +138,7 @@ class SandboxWorker:
         self.process.stdin.flush()
 
     def _read(self, deadline: float) -> dict | None:
-        """The next message, or None if the worker died or the deadline passed."""
+        """The next message; ``{"event": "eof"}`` when the worker closed its end; None at the deadline."""
         stream = self.process.stdout
         while b"\n" not in self._buffer:
             remaining = deadline - time.monotonic()
@@ -144,7 +149,7 @@ class SandboxWorker:
                 return None
             chunk = os.read(stream.fileno(), 1 << 16)
             if not chunk:
-                return None
+                return {"event": "eof"}
             self._buffer += chunk
             if len(self._buffer) > 64 << 20:
                 return {"event": "error", "message": "the worker sent more than 64 MB without a line break"}
@@ -186,16 +191,18 @@ class SandboxWorker:
         while True:
             silence_deadline = time.monotonic() + self.limits.step_seconds + self.limits.grace_seconds
             message = self._read(min(episode_deadline, silence_deadline))
-            if message is None:
-                now = time.monotonic()
-                if self.alive() and now >= episode_deadline - 1e-3:
+            if message is None or message.get("event") == "eof":
+                if message is not None:  # the worker closed its end: it died
+                    try:
+                        self.process.wait(timeout=10)
+                    except subprocess.TimeoutExpired:
+                        pass
+                    reason = f"{self._death_reason()} during step {max(step, 1)}"
+                elif time.monotonic() >= episode_deadline - 1e-3:
                     reason = f"the episode exceeded its {self.limits.episode_seconds:g} s limit"
-                elif self.alive():
+                else:
                     reason = (f"the controller exceeded {self.limits.step_seconds:g} s at step {max(step, 1)} "
                               "and did not stop (its worker was killed)")
-                else:
-                    time.sleep(0.05)
-                    reason = f"{self._death_reason()} during step {max(step, 1)}"
                 self.kill()
                 self.restarts += 1
                 if pending:
