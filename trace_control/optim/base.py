@@ -10,7 +10,7 @@ from trace_control.llm import LLMClient, LLMError
 from trace_control.optim.parse import parse_answer
 from trace_control.optim.render import compact, estimate_tokens
 from trace_control.optim.update import CodeChecker, apply, resolve_names, validate
-from trace_control.trace import Module, Node, ParameterNode
+from trace_control.trace import Module, Node, ParameterNode, TraceError, to_literal
 
 
 @dataclass
@@ -163,6 +163,8 @@ class Optimizer:
 
 
 def _loggable(value: Any) -> Any:
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return compact(value)
+    """``value`` as JSON-able data for logs (plain data stays data; anything else becomes text)."""
+    try:
+        return to_literal(value)
+    except TraceError:
+        return compact(value)
