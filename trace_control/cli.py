@@ -84,10 +84,9 @@ def _overrides(args: argparse.Namespace) -> dict:
         values["eval_seeds"] = parse_seeds(args.eval_seeds)
     if getattr(args, "in_process", False):
         values["isolated"] = False
-    if values.get("optimizer") or values.get("memory_size") is not None or "mask" in values:
-        values.setdefault("method", None)
-        if values["method"] is None:
-            values["method"] = "custom"
+    customised = values.get("optimizer") or values.get("memory_size") is not None or "mask" in values
+    if customised and values.get("method") is None:
+        values["method"] = "custom"
     return {k: v for k, v in values.items() if v is not None}
 
 
@@ -308,6 +307,17 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+CONTROLLER_HELP = ("CONTROLLER: an exported .py file, a run folder (its best controller), 'starting' or 'expert' "
+                   "(the task's starting or reference controller).")
+
+
+def _controller_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments every command that runs one controller takes."""
+    parser.add_argument("controller")
+    parser.add_argument("--task", help="task (read from the run folder when omitted)")
+    parser.add_argument("--horizon", type=int, help="steps per episode")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trace-control", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
@@ -339,30 +349,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("evaluate", help="success rate and return of a controller over many seeds",
                               description="Run a controller (untraced) once per held-out seed and report success "
-                                          "rate and return. CONTROLLER: an exported .py file, a run folder (its "
-                                          "best controller), 'starting' or 'expert'.")
-    evaluate.add_argument("controller")
-    evaluate.add_argument("--task", help="task (read from the run folder when omitted)")
+                                          "rate and return. " + CONTROLLER_HELP)
+    _controller_arguments(evaluate)
     evaluate.add_argument("--episodes", type=int, default=10, help="number of seeds, from 100 up (default 10)")
     evaluate.add_argument("--seeds", help="explicit seeds, e.g. 100-149 (overrides --episodes)")
     evaluate.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
-    evaluate.add_argument("--horizon", type=int, help="steps per episode")
     evaluate.add_argument("--in-process", action="store_true", help="run the controller in this process (no sandbox)")
     evaluate.add_argument("--json", action="store_true", help="print the full report as JSON")
     evaluate.set_defaults(func=cmd_evaluate)
 
     record = sub.add_parser("record", help="record a video of a controller",
                             description="Record episodes of a controller to mp4 (or .gif), headless, with a "
-                                        "caption of task, seed and outcome.")
-    record.add_argument("controller")
-    record.add_argument("--task", help="task (read from the run folder when omitted)")
+                                        "caption of task, seed and outcome. " + CONTROLLER_HELP)
+    _controller_arguments(record)
     record.add_argument("--out", help="output file (default videos/<task>-<controller>.mp4)")
     record.add_argument("--seeds", default="100", help="one episode per seed, e.g. 100-103 (default 100)")
     record.add_argument("--layout", choices=["sequence", "grid"], default="sequence",
                         help="episodes one after another or side by side")
     record.add_argument("--fps", type=int, default=20)
     record.add_argument("--size", type=int, default=320, help="frame width and height in pixels")
-    record.add_argument("--horizon", type=int, help="steps per episode")
     record.set_defaults(func=cmd_record)
 
     report = sub.add_parser("report", help="learning curve (PNG) and an HTML page of a run",

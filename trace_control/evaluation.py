@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from trace_control.rollout import Episode, run_episode
-from trace_control.trace import Module
+from trace_control.trace import Module, to_literal
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class ControllerSpec:
     @classmethod
     def from_module(cls, module: Module) -> ControllerSpec:
         reference = f"{type(module).__module__}:{type(module).__qualname__}"
-        values = tuple(sorted((key, _freeze(p._data)) for key, p in module.parameters_dict().items()))
+        values = tuple(sorted((key, _freeze(to_literal(p._data, key))) for key, p in module.parameters_dict().items()))
         return cls("module", reference, values)
 
     @classmethod
@@ -45,6 +45,10 @@ class ControllerSpec:
         if not path.is_file():
             raise FileNotFoundError(f"no controller file at {path}")
         return cls("file", str(path.resolve()))
+
+    def parameter_values(self) -> dict[str, Any]:
+        """The parameters as plain data (``Module.parameters_dict`` keys -> values)."""
+        return {key: _thaw(value) for key, value in self.parameters}
 
     def build(self) -> tuple[Any, Callable[[dict], Any], Callable[[BaseException], str] | None]:
         """(object, policy: obs -> action, error describer) in this process."""
@@ -56,8 +60,8 @@ class ControllerSpec:
             return controller, policy, None
         controller = import_class(self.reference)()
         parameters = controller.parameters_dict()
-        for key, value in self.parameters:
-            parameters[key]._set(_thaw(value))
+        for key, value in self.parameter_values().items():
+            parameters[key]._set(value)
         op = controller.controller
         return controller, op.plain_function(), op.describe
 

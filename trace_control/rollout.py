@@ -83,6 +83,14 @@ def _error_feedback(episode: Episode) -> str:
     return f"Success: False\nThe controller raised an error {where}:\n{episode.error}"
 
 
+def _finish(episode: Episode, env: Any, started: float) -> Episode:
+    """Fill in the episode's feedback text (outcome or error) and its duration."""
+    episode.outcome = _error_feedback(episode) if episode.error else env.outcome_text(
+        episode.episode_return, episode.success)
+    episode.seconds = time.perf_counter() - started
+    return episode
+
+
 def run_episode(env: Any, policy: Callable[[dict], Any], seed: int | None = None, horizon: int | None = None,
                 keep_steps: bool = False, describe_error: Callable[[BaseException], str] | None = None,
                 on_frame: Callable[[Any], None] | None = None) -> Episode:
@@ -122,10 +130,7 @@ def run_episode(env: Any, policy: Callable[[dict], Any], seed: int | None = None
             episode.success = True
         if terminated or truncated:
             break
-    episode.outcome = _error_feedback(episode) if episode.error else env.outcome_text(
-        episode.episode_return, episode.success)
-    episode.seconds = time.perf_counter() - started
-    return episode
+    return _finish(episode, env, started)
 
 
 def _plain_action(action: Any, limit: int = 64) -> Any:
@@ -182,10 +187,7 @@ def traced_rollout(env: Any, controller: Module, seed: int | None = None, horizo
             episode.success = True
         if outcome["done"]:
             break
-    episode.outcome = _error_feedback(episode) if episode.error else env.outcome_text(
-        episode.episode_return, episode.success)
-    episode.seconds = time.perf_counter() - started
-    return Rollout(current, episode.outcome, episode)
+    return Rollout(current, _finish(episode, env, started).outcome, episode)
 
 
 def graph_from_episode(episode: Episode, controller: Module) -> Rollout:

@@ -17,20 +17,16 @@ import envs
 from trace_control.evaluation import ControllerSpec, EvalReport, evaluate, summarize
 from trace_control.rollout import Episode, Rollout, graph_from_episode, run_episode, traced_rollout
 from trace_control.sandbox import Limits, SandboxPool, check_controller_code
-from trace_control.trace import Module, name_scope, to_literal
+from trace_control.trace import Module, name_scope
 
 
 def spec_message(controller: Module | ControllerSpec | str | Path) -> dict:
     """A controller as a JSON message for a worker."""
     if isinstance(controller, Module):
-        values = {key: to_literal(p._data, key) for key, p in controller.parameters_dict().items()}
-        return {"kind": "module", "reference": f"{type(controller).__module__}:{type(controller).__qualname__}",
-                "parameters": values}
+        controller = ControllerSpec.from_module(controller)
     if isinstance(controller, ControllerSpec) and controller.kind == "module":
-        from trace_control.evaluation import _thaw
-
         return {"kind": "module", "reference": controller.reference,
-                "parameters": {key: _thaw(value) for key, value in controller.parameters}}
+                "parameters": controller.parameter_values()}
     path = Path(controller.reference if isinstance(controller, ControllerSpec) else controller)
     return {"kind": "source", "source": path.read_text(encoding="utf-8")}
 

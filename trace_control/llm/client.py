@@ -127,14 +127,12 @@ class LLMClient:
     def _create(self, kwargs: dict) -> Any:
         """One request; a 200 whose body cannot be read is retried a bounded number of times
         (the openai client retries 429 / 5xx / timeouts / dropped connections itself)."""
-        for attempt in range(self.max_retries + 1):
+        for attempt in range(self.max_retries):
             try:
                 return self._client.chat.completions.create(**kwargs)
             except (openai.APIResponseValidationError, ValueError, TypeError, AttributeError):
-                if attempt == self.max_retries:
-                    raise
                 time.sleep(min(2.0, 0.25 * 2 ** attempt))
-        raise AssertionError("unreachable")
+        return self._client.chat.completions.create(**kwargs)
 
     def _call(self, messages: list[dict], n: int) -> list[dict]:
         kwargs: dict[str, Any] = {"model": self.model, "messages": messages}

@@ -49,12 +49,9 @@ def counters() -> dict[str, int]:
 
 def next_name(base: str) -> tuple[str, int]:
     """Return ``(base, index)`` with the next free index for ``base`` in this context."""
-    counters = _NAMES.get()
-    if counters is None:
-        counters = {}
-        _NAMES.set(counters)
-    index = counters.get(base, 0)
-    counters[base] = index + 1
+    found = counters()
+    index = found.get(base, 0)
+    found[base] = index + 1
     return base, index
 
 
