@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import time
 
-import controllers
-import envs
+from trace_control import controllers, envs
 from trace_control.optim.problem import build_problem
 from trace_control.optim.prompts import OPTOPRIME_SYSTEM
 from trace_control.optim.render import estimate_tokens

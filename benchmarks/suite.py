@@ -13,8 +13,7 @@ from __future__ import annotations
 import statistics
 import time
 
-import controllers
-import envs
+from trace_control import controllers, envs
 from trace_control.evaluation import evaluate
 from trace_control.rollout import run_episode, traced_rollout
 from trace_control.runners import InProcessRunner, IsolatedRunner

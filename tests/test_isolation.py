@@ -113,7 +113,7 @@ def bare_worker():
 def test_the_worker_contains_what_the_static_check_would_have_refused(name, code, words, bare_worker, monkeypatch):
     """Defence in depth: with the static check out of the way, the worker's own walls hold."""
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
-    spec = {"kind": "module", "reference": "controllers.reach:ReachController",
+    spec = {"kind": "module", "reference": "trace_control.controllers.reach:ReachController",
             "parameters": {"controller.__code": body(code)}}
     episode = bare_worker.run(spec, [0], keep_steps=True)[0]
     text = f"{episode.error} {episode.outcome}"
@@ -139,7 +139,7 @@ def test_worker_environment_has_no_secrets(monkeypatch):
 
 
 def test_static_check_accepts_ordinary_controllers():
-    import controllers
+    from trace_control import controllers
 
     for task in controllers.STARTING:
         code = controllers.starting_controller(task).controller.parameter.data

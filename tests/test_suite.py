@@ -6,8 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-import controllers
-import envs
+from trace_control import controllers, envs
 from trace_control.evaluation import ControllerSpec, evaluate
 from trace_control.optim.problem import build_problem
 from trace_control.rollout import graph_from_episode, run_episode, traced_rollout
@@ -73,7 +72,7 @@ def test_gymnasium_feedback_names_events():
 
 
 def test_placements_are_reproducible_and_match_meta_world_seeding():
-    from envs.metaworld_tasks import _goal_observable
+    from trace_control.envs.metaworld_tasks import _goal_observable
 
     env = envs.make("push")
     for seed in (4, 9, 4):

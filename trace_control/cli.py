@@ -92,10 +92,9 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 # -- list -----------------------------------------------------------------------------------
 def cmd_list(args: argparse.Namespace) -> int:
-    import controllers
-    import envs
-    from controllers.experts import EXPERTS
+    from trace_control import controllers, envs
     from trace_control.config import METHOD_HELP
+    from trace_control.controllers.experts import EXPERTS
 
     print("tasks:")
     for info in envs.TASKS.values():
@@ -180,7 +179,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 # -- evaluate / record ------------------------------------------------------------------------
 def _controller_source(value: str, task: str | None):
     """(spec or module, task) for a CONTROLLER argument: a .py file, a run folder, 'starting' or 'expert'."""
-    import controllers
+    from trace_control import controllers
     from trace_control.evaluation import ControllerSpec
     from trace_control.runs import BEST, CONFIG
 
@@ -396,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from envs.base import ensure_headless_rendering
+    from trace_control.envs.base import ensure_headless_rendering
 
     ensure_headless_rendering()
     args = build_parser().parse_args(argv)

@@ -64,7 +64,7 @@ class TrainConfig:
 
     @property
     def family(self) -> str:
-        import envs
+        from trace_control import envs
 
         return envs.resolve(self.task).family
 
@@ -129,7 +129,7 @@ def _coerce(name: str, value: Any) -> Any:
 
 def build_config(task: str, overrides: dict | None = None, config_file: str | Path | None = None) -> TrainConfig:
     """The settings for ``task``: defaults, the task's file, ``config_file``, then ``overrides``."""
-    import envs
+    from trace_control import envs
 
     try:
         info = envs.resolve(task)
@@ -156,7 +156,7 @@ def build_config(task: str, overrides: dict | None = None, config_file: str | Pa
 
 
 def validate(config: TrainConfig) -> None:
-    from envs.metaworld_tasks import FEEDBACK_TYPES
+    from trace_control.envs.metaworld_tasks import FEEDBACK_TYPES
     from trace_control.optim.problem import normalize_section
 
     checks = [

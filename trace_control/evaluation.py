@@ -52,7 +52,7 @@ class ControllerSpec:
 
     def build(self) -> tuple[Any, Callable[[dict], Any], Callable[[BaseException], str] | None]:
         """(object, policy: obs -> action, error describer) in this process."""
-        from controllers import import_class, load_exported
+        from trace_control.controllers import import_class, load_exported
 
         if self.kind == "file":
             controller = load_exported(self.reference)
@@ -121,7 +121,7 @@ _WORKER_CACHE: dict[tuple, tuple] = {}
 
 
 def _episodes_in_process(spec: ControllerSpec, task: str, env_kwargs: tuple, seeds: list[int]) -> list[Episode]:
-    import envs
+    from trace_control import envs
 
     key = (spec, task, env_kwargs)
     if key not in _WORKER_CACHE:

@@ -95,7 +95,7 @@ def run_episode(env: Any, policy: Callable[[dict], Any], seed: int | None = None
                 keep_steps: bool = False, describe_error: Callable[[BaseException], str] | None = None,
                 on_frame: Callable[[Any], None] | None = None) -> Episode:
     """Run ``policy`` (observation dict -> action) for one episode, untraced."""
-    from envs.base import ActionError
+    from trace_control.envs.base import ActionError
 
     started = time.perf_counter()
     observation, info = env.reset(seed=seed)
@@ -149,7 +149,7 @@ def _plain_action(action: Any, limit: int = 64) -> Any:
 
 def traced_rollout(env: Any, controller: Module, seed: int | None = None, horizon: int | None = None) -> Rollout:
     """Run ``controller`` for one traced episode in this process (see the module doc)."""
-    from envs.base import ActionError
+    from trace_control.envs.base import ActionError
 
     started = time.perf_counter()
     observation, info = env.reset(seed=seed)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import envs
+from trace_control import envs
 from trace_control.evaluation import ControllerSpec, EvalReport, evaluate, summarize
 from trace_control.rollout import Episode, Rollout, graph_from_episode, run_episode, traced_rollout
 from trace_control.sandbox import Limits, SandboxPool, check_controller_code

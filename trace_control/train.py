@@ -16,8 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import controllers
-import envs
+from trace_control import controllers, envs
 from trace_control.config import TrainConfig
 from trace_control.evaluation import EvalReport
 from trace_control.llm import LLMClient

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from envs.base import ensure_headless_rendering
+from trace_control.envs.base import ensure_headless_rendering
 
 
 def caption(frame: np.ndarray, text: str) -> np.ndarray:
@@ -32,7 +32,7 @@ def caption(frame: np.ndarray, text: str) -> np.ndarray:
 def record_episodes(spec: Any, task: str, seeds: Sequence[int], env_kwargs: dict | None = None,
                     width: int = 320, height: int = 320) -> list[tuple[list[np.ndarray], str]]:
     """Frames of one episode per seed, each with its caption text."""
-    import envs
+    from trace_control import envs
     from trace_control.evaluation import ControllerSpec
     from trace_control.rollout import run_episode
     from trace_control.trace import Module

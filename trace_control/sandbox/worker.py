@@ -96,7 +96,7 @@ def drop_privileges() -> str:
     """As root, become ``nobody`` (when the installed code stays readable); say what happened."""
     if os.geteuid() != 0:
         return "unprivileged user"
-    import envs
+    from trace_control import envs
 
     needed = [sys.prefix, os.path.dirname(os.__file__), os.path.dirname(os.path.dirname(envs.__file__))]
     unreadable = [path for path in needed if not _world_readable(path)]
@@ -145,8 +145,8 @@ class Worker:
         self._last_message = time.monotonic()
 
     def setup(self, request: dict) -> dict:
-        import envs
-        from envs.metaworld_tasks import MetaWorldTextEnv, placement
+        from trace_control import envs
+        from trace_control.envs.metaworld_tasks import MetaWorldTextEnv, placement
 
         self.task = request["task"]
         self.env = envs.make(self.task, **request.get("env_kwargs", {}))
@@ -166,7 +166,7 @@ class Worker:
             exec(compile(spec["source"], "<exported controller>", "exec"), namespace)  # noqa: S102
             controller = namespace["load"]()
             return getattr(controller, "controller", None) or controller, None
-        from controllers import import_class
+        from trace_control.controllers import import_class
 
         controller = import_class(spec["reference"])()
         parameters = controller.parameters_dict()
@@ -241,9 +241,11 @@ def main() -> None:
 
     import numpy  # noqa: F401
 
-    import controllers  # noqa: F401
-    import envs  # noqa: F401
     import trace_control.rollout  # noqa: F401
+    from trace_control import (
+        controllers,  # noqa: F401
+        envs,  # noqa: F401
+    )
 
     worker = Worker(out, capture_path)
     for line in sys.stdin:

@@ -13,19 +13,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from controllers.base import Controller
+from trace_control.controllers.base import Controller
 
 STARTING: dict[str, str] = {
-    "reach": "controllers.reach:ReachController",
-    "push": "controllers.push:PushController",
-    "pick-place": "controllers.pick_place:PickPlaceController",
-    "door-open": "controllers.door_open:DoorOpenController",
-    "drawer-close": "controllers.drawer_close:DrawerCloseController",
-    "button-press": "controllers.button_press:ButtonPressController",
-    "reacher": "controllers.reacher:ReacherController",
-    "pusher": "controllers.pusher:PusherController",
-    "inverted-pendulum": "controllers.inverted_pendulum:InvertedPendulumController",
-    "inverted-double-pendulum": "controllers.inverted_double_pendulum:InvertedDoublePendulumController",
+    "reach": "trace_control.controllers.reach:ReachController",
+    "push": "trace_control.controllers.push:PushController",
+    "pick-place": "trace_control.controllers.pick_place:PickPlaceController",
+    "door-open": "trace_control.controllers.door_open:DoorOpenController",
+    "drawer-close": "trace_control.controllers.drawer_close:DrawerCloseController",
+    "button-press": "trace_control.controllers.button_press:ButtonPressController",
+    "reacher": "trace_control.controllers.reacher:ReacherController",
+    "pusher": "trace_control.controllers.pusher:PusherController",
+    "inverted-pendulum": "trace_control.controllers.inverted_pendulum:InvertedPendulumController",
+    "inverted-double-pendulum": "trace_control.controllers.inverted_double_pendulum:InvertedDoublePendulumController",
 }
 
 
@@ -44,7 +44,7 @@ def starting_controller(task: str) -> Controller:
 
 def expert_controller(task: str) -> Controller:
     """The hand-written reference controller for ``task``, where one exists."""
-    from controllers.experts import EXPERTS
+    from trace_control.controllers.experts import EXPERTS
 
     if task not in EXPERTS:
         raise KeyError(f"no reference controller for task {task!r}; known: {', '.join(EXPERTS)}")

@@ -1,19 +1,19 @@
-"""Starting controller for Meta-World push: it does not move (the paper's starting point)."""
+"""Starting controller for Meta-World reach: it does not move (the paper's starting point)."""
 
 from __future__ import annotations
 
-from controllers.base import Controller
+from trace_control.controllers.base import Controller
 from trace_control.trace import bundle
 
 
-class PushController(Controller):
-    """Controls the Sawyer arm in Meta-World push."""
+class ReachController(Controller):
+    """Controls the Sawyer arm in Meta-World reach."""
 
-    task = "push"
+    task = "reach"
 
     @bundle(trainable=True)
     def controller(self, obs):
-        """Map an observation to an action for Meta-World push.
+        """Map an observation to an action for Meta-World reach.
 
         obs: a dict with hand_pos, puck_pos, goal_pos; positions are [x, y, z] in meters.
         Returns [x, y, z, gripper]: a target for the hand relative to its current position

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from controllers.base import Controller
+from trace_control.controllers.base import Controller
 from trace_control.trace import bundle, node
 
 

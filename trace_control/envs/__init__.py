@@ -13,9 +13,9 @@ from typing import Any
 
 import gymnasium
 
-from envs.base import ActionError, TextTask, check_action, ensure_headless_rendering
-from envs.gym_tasks import GYM_TASKS
-from envs.metaworld_tasks import FEEDBACK_TYPES, METAWORLD_TASKS, MetaWorldTextEnv
+from trace_control.envs.base import ActionError, TextTask, check_action, ensure_headless_rendering
+from trace_control.envs.gym_tasks import GYM_TASKS
+from trace_control.envs.metaworld_tasks import FEEDBACK_TYPES, METAWORLD_TASKS, MetaWorldTextEnv
 
 
 @dataclass(frozen=True)
@@ -34,14 +34,14 @@ def _tasks() -> dict[str, TaskInfo]:
     tasks = {}
     for name, spec in METAWORLD_TASKS.items():
         tasks[name] = TaskInfo(name, f"trace_control/MetaWorld-{name}-v3", "metaworld",
-                               "envs.metaworld_tasks:MetaWorldTextEnv", {"task": name},
+                               "trace_control.envs.metaworld_tasks:MetaWorldTextEnv", {"task": name},
                                f"{spec.distance_of} within {spec.threshold} m of the goal")
     for name, cls in GYM_TASKS.items():
         base = cls.base_id.replace("-v5", "")
         success = cls.success_criterion if isinstance(cls.success_criterion, str) and cls.success_criterion else \
             "balanced for the whole episode"
         tasks[name] = TaskInfo(name, f"trace_control/{base}Text-v5", "gymnasium",
-                               f"envs.gym_tasks:{cls.__name__}", {}, success)
+                               f"trace_control.envs.gym_tasks:{cls.__name__}", {}, success)
     return tasks
 
 

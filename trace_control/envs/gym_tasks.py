@@ -14,7 +14,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from envs.base import TextTask, check_action, ensure_headless_rendering, fast_rendering, rounded
+from trace_control.envs.base import TextTask, check_action, ensure_headless_rendering, fast_rendering, rounded
 
 
 class GymTextEnv(TextTask):

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from envs.base import TextTask, check_action, ensure_headless_rendering, fast_rendering, rounded
+from trace_control.envs.base import TextTask, check_action, ensure_headless_rendering, fast_rendering, rounded
 
 FEEDBACK_TYPES = ("r", "hp", "hn", "fp")
 

@@ -7,7 +7,7 @@ are wired right, and show the kind of code training is expected to find.
 
 from __future__ import annotations
 
-from controllers.base import Controller
+from trace_control.controllers.base import Controller
 from trace_control.trace import bundle
 
 
