@@ -1,15 +1,22 @@
-"""Training settings: one object, with per-task defaults in ``configs/*.json``.
+"""Training settings, declared once: each field carries its help text and its check.
 
-Precedence (later wins): the dataclass defaults, ``configs/defaults.json``,
-``configs/<task>.json``, a user's config file, command-line options. Every setting
-is checked before any work starts; a bad one is one clear error.
+The command line and the config file are both generated from :class:`TrainConfig`.
+Precedence (later wins): the field defaults, ``configs/defaults.json``,
+``configs/<task>.json``, the method and protocol presets, a user's config file, the
+command line. A preset only fills what the user did not set. Every value is checked
+(strict types: a bool is not an int, a text is not a list) before any work starts; a bad
+one is one clear error. ``config.json`` in a run folder records every final value and
+where it came from.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import asdict, dataclass, field
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,43 +31,141 @@ METHODS: dict[str, dict[str, Any]] = {
 METHOD_HELP = {"trace": "OptoPrime with memory 10 (the paper's Trace)", "nomem": "OptoPrime without memory",
                "masked": "OptoPrime with #Inputs, #Others, #Code, #Documentation hidden",
                "opro": "OPRO: parameters and feedback only, no trace"}
+PROTOCOLS: dict[str, dict[str, Any]] = {
+    "batches": {},
+    "paper": {"batch": 1, "resample": False, "solved_batches": 0, "patience": 0,
+              "test_seeds": list(range(2000, 2010))},
+}
+PROTOCOL_HELP = {"batches": "a batch of training placements per iteration, failing ones first, new ones once "
+                            "solved; stop when validation is solved",
+                 "paper": "the paper's protocol: one fixed training placement, every iteration run, 10 test "
+                          "placements"}
 
 
 class ConfigError(ValueError):
     """A setting that cannot work; the message says which and why."""
 
 
+def setting(default: Any, help: str, *, flag: str | None = None, choices: tuple | None = None,
+            check: Callable[[Any], str | None] | None = None, group: str = "training",
+            metavar: str | None = None) -> Any:
+    """A field of :class:`TrainConfig` with its help, command-line flag and check (None = fine)."""
+    metadata = {"help": help, "flag": flag, "choices": choices, "check": check, "group": group, "metavar": metavar}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def _at_least(low: float) -> Callable[[Any], str | None]:
+    return lambda value: None if value is None or value >= low else f"must be at least {low}"
+
+
+def _positive(value: Any) -> str | None:
+    return None if value is None or value > 0 else "must be positive"
+
+
+def _seed_list(value: list[int]) -> str | None:
+    if not value:
+        return "must name at least one seed"
+    if any(seed < 0 or seed >= 2**32 for seed in value):
+        return "seeds must be between 0 and 4294967295"
+    if len(set(value)) != len(value):
+        return "must not repeat a seed"
+    return None
+
+
+def _feedback(value: str) -> str | None:
+    from trace_control.envs import FEEDBACK_TYPES
+
+    bad = [item for item in value.replace(",", " ").split() if item not in FEEDBACK_TYPES]
+    return f"unknown feedback type {bad[0]!r}; types: {', '.join(FEEDBACK_TYPES)}" if bad else None
+
+
+def _mask(value: list[str]) -> str | None:
+    from trace_control.optim.problem import normalize_section
+
+    for section in value:
+        try:
+            normalize_section(section)
+        except ValueError as error:
+            return str(error)
+    return None
+
+
+def _method(value: str) -> str | None:
+    return None if value in METHODS or value == "custom" else f"unknown method {value!r}; methods: " \
+        f"{', '.join(METHODS)}, custom"
+
+
 @dataclass
 class TrainConfig:
     """Every setting of a training run."""
 
-    task: str = "reach"
-    method: str = "trace"
-    optimizer: str = "optoprime"
-    memory_size: int = 10
-    mask: list[str] = field(default_factory=list)
-    iterations: int = 30
-    horizon: int | None = None
-    feedback_types: str = "r hp hn fp"
-    action_mode: str = "relative"
-    train_seed: int = 0
-    eval_seeds: list[int] = field(default_factory=lambda: list(range(100, 110)))
-    eval_every: int = 1
-    num_candidates: int = 1
-    stop_at_success: bool = False
-    model: str | None = None
-    base_url: str | None = None
-    temperature: float | None = None
-    max_prompt_tokens: int = 6000
-    workers: int = 1
-    isolated: bool = True
-    step_seconds: float = 1.0
-    episode_seconds: float = 120.0
-    max_consecutive_failures: int = 5
-    controller: str | None = None
+    task: str = setting("reach", "task short name or Gymnasium id (see 'trace-control list')", group="task")
+    method: str = setting("trace", "preset of optimizer, memory and masking: " + "; ".join(
+        f"{name}: {text}" for name, text in METHOD_HELP.items()) + "; custom: as set", check=_method,
+        group="method")
+    protocol: str = setting("batches", "training protocol: " + "; ".join(
+        f"{name}: {text}" for name, text in PROTOCOL_HELP.items()), choices=tuple(PROTOCOLS), group="method")
+    optimizer: str = setting("optoprime", "the optimizer", choices=("optoprime", "opro"), group="method")
+    memory_size: int = setting(10, "past attempts shown to the LLM (0: none)", flag="--memory",
+                               check=_at_least(0), group="method")
+    mask: list[str] = setting([], "report sections hidden from the LLM, e.g. Inputs,Others,Code", check=_mask,
+                              group="method", metavar="SECTIONS")
+    iterations: int = setting(30, "most optimization iterations (one batch and one update each)",
+                              check=_at_least(1))
+    batch: int = setting(4, "training placements rolled out per iteration", check=_at_least(1))
+    resample: bool = setting(True, "replace solved training placements with new ones (--no-resample keeps "
+                                   "the first batch for the whole run, as the paper does)")
+    traced_episodes: int = setting(1, "failing episodes of a batch shown in full in the trace",
+                                   check=_at_least(1))
+    seed: int = setting(0, "the run's seed: which training placements are drawn, and in which order",
+                        check=_at_least(0))
+    train_seeds: list[int] = setting(list(range(0, 1000)), "the training pool of placement seeds",
+                                     check=_seed_list, metavar="SEEDS")
+    validation_seeds: list[int] = setting(list(range(1000, 1020)), "placements that choose the best iteration",
+                                          check=_seed_list, metavar="SEEDS")
+    validate_every: int = setting(1, "validate every N iterations (and always after the last)",
+                                  check=_at_least(1))
+    test_seeds: list[int] = setting(list(range(2000, 2050)), "placements tested once at the end, on the chosen "
+                                                             "controller", check=_seed_list, metavar="SEEDS")
+    solved_batches: int = setting(2, "stop once validation success is 1.0 and this many batches in a row all "
+                                     "succeeded (0: never stop early)", check=_at_least(0), group="stopping")
+    patience: int = setting(10, "stop after this many validations without improvement (0: never)",
+                            check=_at_least(0), group="stopping")
+    max_tokens: int | None = setting(None, "stop cleanly once the run has used this many LLM tokens",
+                                     check=_at_least(1), group="stopping")
+    max_cost: float | None = setting(None, "stop cleanly once the run's estimated LLM cost reaches this (USD)",
+                                     check=_positive, group="stopping")
+    max_consecutive_failures: int = setting(5, "stop after this many failed LLM calls in a row",
+                                            check=_at_least(1), group="stopping")
+    num_candidates: int = setting(1, "suggestions per update; each is tried on the batch and the best applied",
+                                  flag="--candidates", check=_at_least(1), group="method")
+    max_prompt_tokens: int = setting(6000, "token budget of every prompt", check=_at_least(500), group="method")
+    horizon: int | None = setting(None, "steps per episode (default: the task's)", check=_at_least(1),
+                                  group="task")
+    feedback_types: str = setting("r hp hn fp", "Meta-World feedback types: r (reward), hp / hn (hindsight "
+                                                "positive / negative), fp (future positive)", flag="--feedback",
+                                  check=_feedback, group="task")
+    action_mode: str = setting("relative", "Meta-World action mode", choices=("relative", "absolute", "native"),
+                               group="task")
+    controller: str | None = setting(None, "starting controller as package.module:Class (default: the task's)",
+                                     group="task")
+    model: str | None = setting(None, "model name (default: $TRACE_CONTROL_MODEL or gpt-4o)", group="LLM")
+    base_url: str | None = setting(None, "OpenAI-compatible server, e.g. http://127.0.0.1:11434/v1 (default: "
+                                         "$OPENAI_BASE_URL or the OpenAI API)", group="LLM")
+    temperature: float | None = setting(None, "sampling temperature (default: the server's)", check=_at_least(0),
+                                        group="LLM")
+    workers: int = setting(1, "parallel episode workers (each with its own simulator and jail)",
+                           check=_at_least(1), group="execution")
+    in_process: bool = setting(False, "run controller code in this process, without the jail (only for code you "
+                                      "trust)", group="execution")
+    step_seconds: float = setting(1.0, "time limit of one controller call", check=_positive, group="execution")
+    episode_seconds: float = setting(120.0, "time limit of the controller's calls in one episode",
+                                     check=_positive, group="execution")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return dataclasses.asdict(self)
 
     @property
     def family(self) -> str:
@@ -80,116 +185,171 @@ class TrainConfig:
     def label(self) -> str:
         return self.method if self.method in METHODS else f"{self.optimizer}-mem{self.memory_size}"
 
+    def jail_limits(self):
+        from trace_control.sandbox import JailLimits
 
-_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+        return JailLimits(step_seconds=self.step_seconds, episode_seconds=self.episode_seconds)
 
 
-def _read(path: Path) -> dict:
+FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(TrainConfig)}
+SEED_FIELDS = {name for name, f in FIELDS.items() if f.metadata.get("metavar") == "SEEDS"}
+
+
+# -- values and their types ------------------------------------------------------------------------
+def _field_type(name: str) -> Any:
+    return typing.get_type_hints(TrainConfig)[name]
+
+
+def _kind(name: str) -> tuple[Any, bool]:
+    """(the base type, whether None is allowed) of a field."""
+    hint = _field_type(name)
+    arguments = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in arguments:
+        return next(a for a in arguments if a is not type(None)), True
+    return hint, False
+
+
+def type_name(name: str) -> str:
+    kind, optional = _kind(name)
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "text"}
+    text = names.get(kind) or ("a list of seeds (e.g. [1, 2] or \"100-119\")" if name in SEED_FIELDS
+                               else "a list of texts" if kind == list[str] else str(kind))
+    return f"{text} or null" if optional else text
+
+
+def coerce(name: str, value: Any) -> Any:
+    """``value`` for the field ``name``, strictly typed; raises ConfigError naming the field."""
+    kind, optional = _kind(name)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"setting {name} cannot be empty; it must be {type_name(name)}")
+    if name in SEED_FIELDS and isinstance(value, str):
+        return parse_seeds(value, name)
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif kind is str:
+        ok = isinstance(value, str)
+    elif kind == list[int]:
+        ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    elif kind == list[str]:
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    else:
+        ok = True
+    if not ok:
+        raise ConfigError(f"setting {name} must be {type_name(name)}, got {json.dumps(value, default=str)[:80]}")
+    return list(value) if isinstance(value, list) else value
+
+
+def check(config: TrainConfig) -> None:
+    """Every field's own check, then the checks that involve several fields."""
+    for name, spec in FIELDS.items():
+        value = getattr(config, name)
+        choices = spec.metadata.get("choices")
+        if choices and value not in choices:
+            raise ConfigError(f"setting {name} must be one of {', '.join(choices)}, got {value!r}")
+        problem = spec.metadata["check"](value) if spec.metadata.get("check") else None
+        if problem:
+            raise ConfigError(f"setting {name} {problem}")
+    pools = {"train_seeds": set(config.train_seeds), "validation_seeds": set(config.validation_seeds),
+             "test_seeds": set(config.test_seeds)}
+    names = list(pools)
+    for index, first in enumerate(names):
+        for second in names[index + 1:]:
+            shared = sorted(pools[first] & pools[second])
+            if shared:
+                raise ConfigError(f"{first} and {second} share placement {shared[0]}; the three seed sets must "
+                                  "be disjoint")
+    if config.batch > len(config.train_seeds):
+        raise ConfigError(f"batch ({config.batch}) is larger than the training pool ({len(config.train_seeds)})")
+
+
+# -- building a config ------------------------------------------------------------------------------
+def read_config_file(path: str | Path) -> dict:
+    path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as error:
         raise ConfigError(f"cannot read the config file {path}: {error.strerror or error}") from None
-    except json.JSONDecodeError as error:
-        raise ConfigError(f"the config file {path} is not valid JSON: {error.msg} at line {error.lineno}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        where = f" at line {error.lineno}" if isinstance(error, json.JSONDecodeError) else ""
+        raise ConfigError(f"the config file {path} is not valid JSON{where}: "
+                          f"{getattr(error, 'msg', error)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"the config file {path} must hold a JSON object of settings")
+    if isinstance(data.get("settings"), dict) and "sources" in data:  # a run folder's config.json
+        data = data["settings"]
     return data
 
 
-def _coerce(name: str, value: Any) -> Any:
-    kind = str(_FIELDS[name].type)
-    optional = "None" in kind
-    if value is None:
-        if optional:
-            return None
-        raise ConfigError(f"setting {name} cannot be empty")
-    try:
-        if kind.startswith("bool"):
-            if isinstance(value, str):
-                if value.lower() in ("true", "yes", "1"):
-                    return True
-                if value.lower() in ("false", "no", "0"):
-                    return False
-                raise ValueError(value)
-            return bool(value)
-        if kind.startswith("int"):
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError(value)
-            return int(value)
-        if kind.startswith("float"):
-            return float(value)
-        if kind.startswith("list[int]"):
-            return [int(v) for v in value]
-        if kind.startswith("list[str]"):
-            return [str(v) for v in value]
-        return str(value) if kind.startswith("str") else value
-    except (TypeError, ValueError):
-        raise ConfigError(f"setting {name} must be {kind.replace(' | None', '')}, got {value!r}") from None
-
-
-def build_config(task: str, overrides: dict | None = None, config_file: str | Path | None = None) -> TrainConfig:
-    """The settings for ``task``: defaults, the task's file, ``config_file``, then ``overrides``."""
+def build_config(task: str, command_line: dict | None = None,
+                 config_file: str | Path | None = None) -> tuple[TrainConfig, dict[str, str]]:
+    """The settings for ``task`` and where each came from (see the module doc for the order)."""
     from trace_control import envs
 
     try:
         info = envs.resolve(task)
     except envs.UnknownTaskError as error:
         raise ConfigError(str(error)) from None
-    merged: dict[str, Any] = {}
-    for path in (CONFIG_DIR / "defaults.json", CONFIG_DIR / f"{info.name}.json"):
+    layers: list[tuple[str, dict]] = []
+    for path, label in ((CONFIG_DIR / "defaults.json", "defaults"),
+                        (CONFIG_DIR / f"{info.name}.json", f"task defaults ({info.name})")):
         if path.is_file():
-            merged.update(_read(path))
-    if config_file is not None:
-        merged.update(_read(Path(config_file)))
-    supplied = {k: v for k, v in (overrides or {}).items() if v is not None}
-    method = supplied.get("method", merged.get("method", "trace"))
-    if method not in METHODS and method != "custom":
-        raise ConfigError(f"unknown method {method!r}; methods: {', '.join(METHODS)}, custom")
-    values = {**merged, **METHODS.get(method, {}), **supplied}
-    values["task"] = info.name
-    unknown = sorted(set(values) - set(_FIELDS))
-    if unknown:
-        raise ConfigError(f"unknown setting {unknown[0]!r}; settings are: {', '.join(sorted(_FIELDS))}")
-    config = TrainConfig(**{name: _coerce(name, value) for name, value in values.items()})
-    validate(config)
+            layers.append((label, read_config_file(path)))
+    user = [(f"config file {config_file}", read_config_file(config_file))] if config_file is not None else []
+    user.append(("command line", {k: v for k, v in (command_line or {}).items() if v is not None}))
+    chosen = {key: value for _, layer in layers + user for key, value in layer.items()}
+    for layer_label, layer in layers + user:
+        unknown = sorted(set(layer) - set(FIELDS))
+        if unknown:
+            raise ConfigError(f"unknown setting {unknown[0]!r} in the {layer_label}; settings: "
+                              f"{', '.join(sorted(FIELDS))}")
+    user_set = {key for _, layer in user for key in layer}
+    method = chosen.get("method", "trace")
+    if "method" not in user_set and user_set & set(METHODS["trace"]):
+        method = "custom"  # optimizer, memory or mask set by hand: the preset does not apply
+    presets = [(f"method {method}", METHODS.get(method, {})),
+               (f"protocol {chosen.get('protocol', 'batches')}", PROTOCOLS.get(chosen.get("protocol", "batches"),
+                                                                              {}))]
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {name: "default" for name in FIELDS}
+    for label, layer in layers + presets:
+        for key, value in layer.items():
+            if label.startswith(("method", "protocol")) and key in user_set:
+                continue
+            values[key], sources[key] = value, label
+    for label, layer in user:
+        for key, value in layer.items():
+            values[key], sources[key] = value, label
+    values["method"], values["task"] = method, info.name
+    sources["task"] = "command line"
+    config = TrainConfig(**{name: coerce(name, value) for name, value in values.items()})
+    check(config)
+    return config, sources
+
+
+def config_record(config: TrainConfig, sources: dict[str, str]) -> dict:
+    """What a run folder's ``config.json`` holds: the final values (seed lists as ranges) and their sources."""
+    settings = {name: format_seeds(value) if name in SEED_FIELDS else value
+                for name, value in config.to_dict().items()}
+    return {"settings": settings, "sources": sources}
+
+
+def config_from_record(record: dict) -> TrainConfig:
+    """The config a run folder recorded (see :func:`config_record`)."""
+    settings = record.get("settings", record)
+    config = TrainConfig(**{name: coerce(name, value) for name, value in settings.items() if name in FIELDS})
+    check(config)
     return config
 
 
-def validate(config: TrainConfig) -> None:
-    from trace_control.envs.metaworld_tasks import FEEDBACK_TYPES
-    from trace_control.optim.problem import normalize_section
-
-    checks = [
-        (config.iterations >= 1, "iterations must be at least 1"),
-        (config.memory_size >= 0, "memory_size must be 0 or more"),
-        (config.eval_every >= 1, "eval_every must be at least 1"),
-        (config.num_candidates >= 1, "num_candidates must be at least 1"),
-        (config.workers >= 1, "workers must be at least 1"),
-        (config.horizon is None or config.horizon >= 1, "horizon must be at least 1"),
-        (config.max_prompt_tokens >= 500, "max_prompt_tokens must be at least 500"),
-        (config.step_seconds > 0 and config.episode_seconds > 0, "time limits must be positive"),
-        (config.max_consecutive_failures >= 1, "max_consecutive_failures must be at least 1"),
-        (bool(config.eval_seeds), "eval_seeds must name at least one seed"),
-        (config.optimizer in ("optoprime", "opro"), f"unknown optimizer {config.optimizer!r}; use optoprime or opro"),
-        (config.action_mode in ("relative", "absolute", "native"), "action_mode must be relative, absolute or native"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
-    if config.train_seed in config.eval_seeds:
-        raise ConfigError(f"the training seed {config.train_seed} is also an evaluation seed; evaluation seeds "
-                          "must be held out")
-    bad = [t for t in config.feedback_types.replace(",", " ").split() if t not in FEEDBACK_TYPES]
-    if bad:
-        raise ConfigError(f"unknown feedback type {bad[0]!r}; types: {', '.join(FEEDBACK_TYPES)}")
-    for section in config.mask:
-        try:
-            normalize_section(section)
-        except ValueError as error:
-            raise ConfigError(str(error)) from None
-
-
-def parse_seeds(text: str) -> list[int]:
+# -- seeds ------------------------------------------------------------------------------------------
+def parse_seeds(text: str, what: str = "seeds") -> list[int]:
     """``"100-109"``, ``"1,2,5"`` or ``"0-4,9"`` -> a list of seeds."""
     seeds: list[int] = []
     try:
@@ -197,13 +357,33 @@ def parse_seeds(text: str) -> list[int]:
             part = part.strip()
             if not part:
                 continue
-            if "-" in part[1:]:
-                low, high = part.split("-", 1) if not part.startswith("-") else (part, part)
+            low, separator, high = part.partition("-")
+            if separator:
+                if int(high) < int(low):
+                    raise ConfigError(f"{what}: the range {part!r} runs backwards; write low-high")
                 seeds += list(range(int(low), int(high) + 1))
             else:
                 seeds.append(int(part))
     except ValueError:
-        raise ConfigError(f"cannot read seeds from {text!r}; write e.g. 100-109 or 1,2,5") from None
+        raise ConfigError(f"cannot read {what} from {text!r}; write e.g. 100-109 or 1,2,5 (seeds are 0 or "
+                          "more)") from None
     if not seeds:
-        raise ConfigError(f"no seeds in {text!r}")
+        raise ConfigError(f"no seeds in {text!r}; write e.g. 100-109 or 1,2,5")
+    problem = _seed_list(seeds)
+    if problem:
+        raise ConfigError(f"{what} {problem}")
     return seeds
+
+
+def format_seeds(seeds: list[int]) -> str:
+    """The inverse of :func:`parse_seeds`: ``[0, 1, 2, 5]`` -> ``"0-2,5"``."""
+    parts: list[str] = []
+    start = previous = None
+    for seed in list(seeds) + [None]:
+        if start is not None and (seed is None or seed != previous + 1):
+            parts.append(str(start) if start == previous else f"{start}-{previous}")
+            start = None
+        if seed is not None and start is None:
+            start = seed
+        previous = seed
+    return ",".join(parts)

@@ -5,16 +5,22 @@ from __future__ import annotations
 import difflib
 import html
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 from trace_control.runs import BEST, CONFIG, CURVE, RESULTS, RunFolder
-from trace_control.sandbox.runner import clean_environment
+
+
+def run_settings(run: RunFolder) -> dict:
+    """The settings a run folder recorded (``config.json``), or nothing."""
+    if not run.file(CONFIG).is_file():
+        return {}
+    recorded = run.read_json(CONFIG)
+    return recorded.get("settings", recorded)
 
 
 def write_curve(run: RunFolder) -> Path:
-    """Evaluation success and training return per iteration, as ``learning_curve.png``."""
+    """Validation success and the training batches' success per iteration, as ``learning_curve.png``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -22,20 +28,21 @@ def write_curve(run: RunFolder) -> Path:
     import matplotlib.ticker
 
     records = run.read_log()
-    evaluated = [(r["iteration"], r["eval"]["success_rate"]) for r in records if r.get("eval")]
-    trained = [(r["iteration"], r["train"]["return"]) for r in records if r.get("train")]
+    validated = [(r["iteration"], r["validation"]["success_rate"]) for r in records if r.get("validation")]
+    trained = [(r["iteration"], sum(e["success"] for e in r["batch"]) / len(r["batch"]))
+               for r in records if r.get("batch")]
     figure, success_axis = plt.subplots(figsize=(7, 4), dpi=110)
-    if evaluated:
-        success_axis.plot(*zip(*evaluated), marker="o", color="tab:blue", label="test success rate")
+    if validated:
+        success_axis.plot(*zip(*validated), marker="o", color="tab:blue", label="validation success rate")
+    if trained:
+        success_axis.plot(*zip(*trained), marker=".", linestyle="--", color="tab:orange", alpha=0.7,
+                          label="training batch success rate")
     success_axis.set_ylim(-0.05, 1.05)
     success_axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     success_axis.set_xlabel("iteration")
-    success_axis.set_ylabel("test success rate", color="tab:blue")
-    return_axis = success_axis.twinx()
-    if trained:
-        return_axis.plot(*zip(*trained), marker=".", color="tab:orange", alpha=0.7, label="training return")
-    return_axis.set_ylabel("training episode return", color="tab:orange")
-    config = run.read_json(CONFIG) if run.file(CONFIG).is_file() else {}
+    success_axis.set_ylabel("success rate")
+    success_axis.legend(loc="lower right", fontsize=8)
+    config = run_settings(run)
     success_axis.set_title(f"{config.get('task', '?')} — {config.get('method', '?')}")
     figure.tight_layout()
     path = run.file(CURVE)
@@ -58,7 +65,7 @@ def _code_versions(records: list[dict]) -> list[tuple[int, str, str]]:
 def write_html(run: RunFolder, video: str | None = None) -> Path:
     """``report.html``: curve, per-iteration outcomes, code diffs, reasoning, token totals, video."""
     records = run.read_log()
-    config = run.read_json(CONFIG) if run.file(CONFIG).is_file() else {}
+    config = run_settings(run)
     results = run.read_json(RESULTS) if run.file(RESULTS).is_file() else {}
     initial = next((r for r in records if r.get("kind") == "initial"), {})
     current = {key: value for key, value in (initial.get("parameters") or {}).items()}
@@ -77,10 +84,13 @@ def write_html(run: RunFolder, video: str | None = None) -> Path:
     if results:
         test, llm = results.get("test", {}), results.get("llm", {})
         cost = llm.get("cost_usd")
-        parts.append("<table><tr><th>status</th><th>best iteration</th><th>test success</th><th>test return</th>"
-                     "<th>LLM calls</th><th>tokens</th><th>estimated cost</th></tr>")
+        low, high = test.get("success_interval", (0.0, 1.0))
+        parts.append(f"<p>{esc(str(results.get('stopped', '')))}</p>")
+        parts.append("<table><tr><th>status</th><th>best iteration (validation)</th><th>test success (95% CI)</th>"
+                     "<th>test return</th><th>LLM calls</th><th>tokens</th><th>estimated cost</th></tr>")
         parts.append(f"<tr><td>{esc(str(results.get('status')))}</td><td>{results.get('best_iteration')}</td>"
-                     f"<td>{test.get('success_rate', 0):.2f}</td><td>{test.get('return_mean', 0):.2f} ± "
+                     f"<td>{test.get('success_rate', 0):.2f} ({low:.2f}-{high:.2f})</td>"
+                     f"<td>{test.get('return_mean', 0):.2f} ± "
                      f"{test.get('return_std', 0):.2f}</td><td>{llm.get('calls')}</td>"
                      f"<td>{llm.get('total_tokens', 0):,}</td>"
                      f"<td>{'n/a' if cost is None else f'${cost:.4f}'}</td></tr></table>")
@@ -94,13 +104,19 @@ def write_html(run: RunFolder, video: str | None = None) -> Path:
     for record in records:
         if record.get("kind") != "train":
             continue
-        train = record["train"]
-        evaluation = record.get("eval")
-        status = "success" if train["success"] else "failure"
-        error = f"; error: {esc(str(train['error'])[:300])}" if train.get("error") else ""
-        test = f" Test success: {evaluation['success_rate']:.2f}." if evaluation else ""
-        parts.append(f"<div class='it'><h3>Iteration {record['iteration']}</h3><p>Training episode: {status}, "
-                     f"return {train['return']:.2f}, {train['length']} steps{error}.{test}</p>")
+        batch = record["batch"]
+        validation = record.get("validation")
+        succeeded = sum(e["success"] for e in batch)
+        seeds = ", ".join(str(e["seed"]) for e in batch)
+        checked = f" Validation success: {validation['success_rate']:.2f}." if validation else ""
+        parts.append(f"<div class='it'><h3>Iteration {record['iteration']}</h3><p>Training batch (placements "
+                     f"{esc(seeds)}): {succeeded} of {len(batch)} succeeded.{checked}</p>")
+        errors = [f"placement {e['seed']}: {e['error']}" for e in batch if e.get("error")]
+        if errors:
+            parts.append("<p><b>Errors</b></p><pre>" + esc("\n\n".join(text[:1500] for text in errors[:3]))
+                         + "</pre>")
+        if record.get("stopped"):
+            parts.append(f"<p><b>Stopped:</b> {esc(record['stopped'])}</p>")
         parts.append(f"<p><b>Feedback</b></p><pre>{esc(record.get('feedback', ''))}</pre>")
         if record.get("reasoning"):
             parts.append(f"<p><b>LLM reasoning</b></p><pre>{esc(record['reasoning'])}</pre>")
@@ -108,7 +124,7 @@ def write_html(run: RunFolder, video: str | None = None) -> Path:
             parts.append("<p><b>Rejected</b></p><ul>" + "".join(f"<li>{esc(p)}</li>" for p in record["problems"])
                          + "</ul>")
         if record.get("llm_error"):
-            parts.append(f"<p><b>LLM call failed:</b> {esc(record['llm_error'])}</p>")
+            parts.append(f"<p><b>LLM call failed</b></p><pre>{esc(record['llm_error'])}</pre>")
         for name, value in (record.get("update") or {}).items():
             old = _matching(current, name)
             parts.append(f"<p><b>Changed {esc(name)}</b></p>{_diff(old, value)}")
@@ -148,27 +164,30 @@ def _diff(old: object, new: object) -> str:
 
 
 def make_report(run_path: str | Path, with_video: bool = True) -> dict[str, Path]:
-    """Write the curve, the best controller's video (optional) and the HTML page of a run."""
+    """Write the curve, the best controller's video (optional) and the HTML page of a run.
+
+    The video's controller runs in the jail, like every run of exported code.
+    """
+    from trace_control.config import config_from_record
+    from trace_control.policies import ControllerCode
+    from trace_control.sandbox import JailUnavailable
+    from trace_control.video import record_video
+
     run = RunFolder(run_path)
     if not run.file(CONFIG).is_file():
         raise FileNotFoundError(f"{run_path} is not a run folder (no {CONFIG})")
     written = {"curve": write_curve(run)}
     video_name = None
     if with_video and run.file(BEST).is_file():
-        config = run.read_json(CONFIG)
-        seeds = ",".join(str(s) for s in config.get("eval_seeds", [0])[:2])
+        config = config_from_record(run.read_json(CONFIG))
         out = run.file("best_controller.mp4")
-        # the learned code renders in a child process with a stripped environment, not in this one
-        command = [sys.executable, "-m", "trace_control.cli", "record", str(run.path), "--out", str(out),
-                   "--seeds", seeds, "--layout", "grid", "--size", "240"]
-        environment = {**clean_environment(), "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
-        finished = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=600,
-                                  start_new_session=True)
-        if finished.returncode == 0 and out.is_file():
+        try:
+            record_video(ControllerCode.from_file(run.file(BEST)), config.task, out, seeds=config.test_seeds[:2],
+                         layout="grid", env_kwargs=config.env_kwargs(), width=240, height=240,
+                         jailed=not config.in_process, limits=config.jail_limits())
             written["video"] = out
             video_name = out.name
-        else:
-            tail = (finished.stderr or finished.stdout).strip().splitlines()[-1:] or ["no output"]
-            print(f"the video could not be recorded: {tail[0]}", file=sys.stderr)
+        except (JailUnavailable, ValueError, OSError) as error:
+            print(f"the video could not be recorded: {error}", file=sys.stderr)
     written["html"] = write_html(run, video_name)
     return written

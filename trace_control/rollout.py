@@ -1,31 +1,35 @@
-"""Episodes: traced (for training) and plain (for evaluation and workers).
+"""Episodes: the simulator here, the controller wherever its policy runs, and the graph they make.
 
-A traced episode records, per step, the controller op (``controller``: observation
-and parameters -> action) and the env-step op (``step``: action -> next observation,
-whose value also carries the step's feedback text, so OptoPrime sees it under
-#Others). It ends on success, termination, the horizon, or an error, and returns
-the node to call ``backward`` on together with the episode's feedback text.
+:func:`run_episode` is the one episode loop: the trusted side resets and steps the
+environment, asks the policy (a jail, or this process) for each action, and records what
+happened. Success, return, the feedback text and the outcome are computed here, from the
+simulator, never from the controller.
 
-A plain episode runs the same loop on plain values and keeps a record of it;
-:func:`graph_from_episode` rebuilds the traced graph from that record, which is how
-episodes run in isolated workers are shown to the optimizer.
+:func:`graph_from_episode` turns an episode's record into the traced graph OptoPrime
+reads: per step a ``controller`` op (parents: the observation and the controller's
+parameters) and a ``step`` op whose value carries the next observation and the step's
+feedback text (so the text lands in #Others, as in the paper).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from trace_control.trace import ExceptionNode, ExecutionError, MessageNode, Module, Node, bundle, node
+import numpy as np
+
+from trace_control.policies import ControllerFailure, Policy
+from trace_control.trace import ExceptionNode, MessageNode, Module, Node, node
 
 STEP_DOC = ("Apply the action in the simulator (one environment step). Returns the next observation, "
             "which carries the step's feedback text.")
+MAX_PRINTED_CHARS = 500
 
 
 class Observation(dict):
-    """An observation dict with the feedback of the step that produced it."""
+    """An observation dict with the feedback of the step that produced it (how graph nodes show it)."""
 
     def __init__(self, values: dict, feedback: str = "") -> None:
         super().__init__(values)
@@ -48,7 +52,7 @@ class StepRecord:
 
 @dataclass
 class Episode:
-    """What happened in one episode (plain data, picklable)."""
+    """What happened in one episode (plain data, picklable, JSON-able)."""
 
     seed: int | None
     success: bool = False
@@ -69,71 +73,19 @@ class Episode:
 
 @dataclass
 class Rollout:
-    """A traced episode: ``output`` is the node to back-propagate ``feedback`` from."""
+    """A recorded episode as a graph: ``output`` is the node to back-propagate ``feedback`` from."""
 
     output: Node
     feedback: str
     episode: Episode
 
 
-def _error_feedback(episode: Episode) -> str:
-    where = f"at step {episode.length + 1}"
-    if episode.error_kind == "action":
-        return f"Success: False\nThe action returned {where} could not be executed: {episode.error}"
-    return f"Success: False\nThe controller raised an error {where}:\n{episode.error}"
+def plain_observation(observation: Mapping[str, Any]) -> dict:
+    """Numpy values as lists and floats, for records and prompts."""
+    return {key: value.tolist() if isinstance(value, np.ndarray) else value for key, value in observation.items()}
 
 
-def _finish(episode: Episode, env: Any, started: float) -> Episode:
-    """Fill in the episode's feedback text (outcome or error) and its duration."""
-    episode.outcome = _error_feedback(episode) if episode.error else env.outcome_text(
-        episode.episode_return, episode.success)
-    episode.seconds = time.perf_counter() - started
-    return episode
-
-
-def run_episode(env: Any, policy: Callable[[dict], Any], seed: int | None = None, horizon: int | None = None,
-                keep_steps: bool = False, describe_error: Callable[[BaseException], str] | None = None,
-                on_frame: Callable[[Any], None] | None = None) -> Episode:
-    """Run ``policy`` (observation dict -> action) for one episode, untraced."""
-    from trace_control.envs.base import ActionError
-
-    started = time.perf_counter()
-    observation, info = env.reset(seed=seed)
-    episode = Episode(seed=seed, first_observation=dict(observation), first_feedback=info.get("feedback", ""))
-    if on_frame is not None:
-        on_frame(env.render())
-    limit = horizon or getattr(env, "horizon", 1000)
-    for _ in range(limit):
-        try:
-            action = policy(observation)
-        except KeyboardInterrupt:
-            raise
-        except BaseException as error:  # noqa: BLE001 - the controller's failure (even SystemExit) is feedback
-            episode.error = describe_error(error) if describe_error else f"({type(error).__name__}) {error}"
-            episode.error_kind = "controller"
-            break
-        try:
-            observation, reward, terminated, truncated, info = env.step(action)
-        except ActionError as error:
-            episode.error, episode.error_kind = str(error), "action"
-            if keep_steps:
-                episode.steps.append(StepRecord({}, _plain_action(action), 0.0, ""))
-            break
-        episode.length += 1
-        episode.episode_return += reward
-        if keep_steps:
-            episode.steps.append(StepRecord(dict(observation), _plain_action(action), float(reward),
-                                            info.get("feedback", "")))
-        if on_frame is not None:
-            on_frame(env.render())
-        if info.get("success"):
-            episode.success = True
-        if terminated or truncated:
-            break
-    return _finish(episode, env, started)
-
-
-def _plain_action(action: Any, limit: int = 64) -> Any:
+def plain_action(action: Any, limit: int = 64) -> Any:
     """The action as plain, small data for the record (oversized or odd values become text)."""
     if hasattr(action, "tolist"):
         action = action.tolist()
@@ -147,71 +99,93 @@ def _plain_action(action: Any, limit: int = 64) -> Any:
     return text if len(text) <= 200 else text[:200] + "..."
 
 
-def traced_rollout(env: Any, controller: Module, seed: int | None = None, horizon: int | None = None) -> Rollout:
-    """Run ``controller`` for one traced episode in this process (see the module doc)."""
-    from trace_control.envs.base import ActionError
+def outcome_text(episode: Episode, progress: str = "") -> str:
+    """The episode's feedback for the optimizer: the outcome, or what stopped the episode."""
+    if episode.error_kind == "action":
+        return (f"Success: False\nThe action returned at step {episode.length + 1} could not be executed: "
+                f"{episode.error}")
+    if episode.error_kind == "controller":
+        return f"Success: False\nThe controller failed at step {episode.length + 1}:\n{episode.error}"
+    lines = [f"Success: {episode.success}", f"Return: {episode.episode_return:.3f}"]
+    if not episode.success and progress:
+        lines.append(progress)
+    return "\n".join(lines)
+
+
+def horizon_of(env: Any) -> int:
+    """The most steps an episode of ``env`` can take (its time limit)."""
+    for name in ("horizon", "_max_episode_steps"):
+        try:
+            value = env.get_wrapper_attr(name)
+        except AttributeError:
+            continue
+        if value:
+            return int(value)
+    spec = getattr(env, "spec", None)
+    return int(spec.max_episode_steps) if spec is not None and spec.max_episode_steps else 1000
+
+
+def run_episode(env: Any, policy: Policy, seed: int | None = None, keep_steps: bool = False,
+                on_frame: Callable[[Any], None] | None = None) -> Episode:
+    """Run one episode of the policy's loaded controller on ``env`` (reset with ``seed``)."""
+    from trace_control.envs import ActionError
 
     started = time.perf_counter()
     observation, info = env.reset(seed=seed)
-    episode = Episode(seed=seed, first_observation=dict(observation), first_feedback=info.get("feedback", ""))
-    outcome: dict[str, Any] = {}
-
-    @bundle(description=STEP_DOC)
-    def step(action):
-        next_observation, reward, terminated, truncated, step_info = env.step(action)
-        outcome.update(reward=float(reward), done=bool(terminated or truncated), info=step_info)
-        return Observation(next_observation, step_info.get("feedback", ""))
-
-    current: Node = node(Observation(observation, episode.first_feedback), name="obs")
-    limit = horizon or getattr(env, "horizon", 1000)
-    for _ in range(limit):
-        try:
-            action = controller(current)
-        except ExecutionError as error:
-            episode.error, episode.error_kind = error.exception_node.data, "controller"
-            current = error.exception_node
-            break
-        try:
-            current = step(action)
-        except ExecutionError as error:
-            kind = "action" if isinstance(error.exception, ActionError) else "simulator"
-            episode.error, episode.error_kind = str(error.exception), kind
-            current = error.exception_node
-            episode.steps.append(StepRecord({}, _plain_action(action.data), 0.0, ""))
-            break
-        episode.length += 1
-        episode.episode_return += outcome["reward"]
-        episode.steps.append(StepRecord(dict(current.data), _plain_action(action.data), outcome["reward"],
-                                        current.data.feedback))
-        if outcome["info"].get("success"):
-            episode.success = True
-        if outcome["done"]:
-            break
-    return Rollout(current, _finish(episode, env, started).outcome, episode)
+    episode = Episode(seed=seed, first_observation=plain_observation(observation),
+                      first_feedback=info.get("feedback", ""))
+    progress = ""
+    if on_frame is not None:
+        on_frame(env.render())
+    try:
+        policy.begin()
+        for _ in range(horizon_of(env)):
+            action = policy.act(observation)
+            try:
+                observation, reward, terminated, truncated, info = env.step(action)
+            except ActionError as error:
+                episode.error, episode.error_kind = str(error), "action"
+                if keep_steps:
+                    episode.steps.append(StepRecord({}, plain_action(action), 0.0, ""))
+                break
+            episode.length += 1
+            episode.episode_return += float(reward)
+            progress = info.get("progress", progress)
+            if keep_steps:
+                episode.steps.append(StepRecord(plain_observation(observation), plain_action(action), float(reward),
+                                                info.get("feedback", "")))
+            if on_frame is not None:
+                on_frame(env.render())
+            if info.get("success"):
+                episode.success = True
+            if terminated or truncated:
+                break
+    except ControllerFailure as failure:
+        episode.error, episode.error_kind = failure.feedback, "controller"
+    episode.outcome = outcome_text(episode, progress)
+    printed = policy.printed()
+    if printed:
+        more = f"... ({len(printed) - MAX_PRINTED_CHARS} more characters)" if len(printed) > MAX_PRINTED_CHARS else ""
+        episode.outcome += f"\nThe controller printed: {printed[:MAX_PRINTED_CHARS]}{more}"
+    episode.seconds = time.perf_counter() - started
+    return episode
 
 
 def graph_from_episode(episode: Episode, controller: Module) -> Rollout:
-    """Rebuild the traced graph of an episode recorded elsewhere (e.g. in a worker).
-
-    The graph has the shape :func:`traced_rollout` records: per step a ``controller``
-    op (parents: the observation and the controller's parameters) and a ``step`` op.
-    """
-    op = controller.controller
-    code = op.parameter
-    constants = {key: p for key, p in controller.parameters_dict().items() if p is not code and "." not in key}
-    controller_doc = f"[{op.name}] {op.doc}"
+    """The traced graph of a recorded episode, wired to ``controller``'s own parameter nodes."""
+    op_name = "controller"
+    parameters = controller.parameters_dict()
+    op = getattr(controller, op_name, None)
+    doc = getattr(op, "doc", "") or "The controller: maps an observation to an action."
+    controller_doc = f"[{op_name}] {doc}"
     step_doc = f"[step] {STEP_DOC}"
+    inputs_of_parameters: dict[str, Node] = {}
+    for key, parameter in parameters.items():
+        inputs_of_parameters["__code" if key == f"{op_name}.__code" else key.replace(".", "_")] = parameter
     current: Node = node(Observation(episode.first_observation, episode.first_feedback), name="obs")
-
-    def controller_inputs(observation_node: Node) -> dict[str, Node]:
-        inputs: dict[str, Node] = {"obs": observation_node}
-        inputs.update(constants)
-        if code is not None:
-            inputs["__code"] = code
-        return inputs
-
     for record in episode.steps:
-        action = MessageNode(record.action, controller_inputs(current), name=op.name, description=controller_doc)
+        action = MessageNode(record.action, {"obs": current, **inputs_of_parameters}, name=op_name,
+                             description=controller_doc)
         if not record.observation and episode.error_kind == "action":
             current = ExceptionNode(f"(ActionError) {episode.error}", {"action": action}, ValueError(episode.error),
                                     name="step", description=step_doc)
@@ -219,6 +193,50 @@ def graph_from_episode(episode: Episode, controller: Module) -> Rollout:
         current = MessageNode(Observation(record.observation, record.feedback), {"action": action}, name="step",
                               description=step_doc)
     if episode.error_kind == "controller":
-        current = ExceptionNode(episode.error, controller_inputs(current), RuntimeError(episode.error),
-                                name=op.name, description=controller_doc)
+        current = ExceptionNode(episode.error, {"obs": current, **inputs_of_parameters}, RuntimeError(episode.error),
+                                name=op_name, description=controller_doc)
     return Rollout(current, episode.outcome, episode)
+
+
+def _informative(episode: Episode) -> tuple:
+    """Sort key: errors first (they say exactly what to fix), then failures with the lowest return."""
+    kind = {"controller": 0, "action": 1}.get(episode.error_kind or "", 2 if not episode.success else 3)
+    return (kind, episode.episode_return)
+
+
+def outcome_line(episode: Episode) -> str:
+    """One line per placement of a batch: the outcome, the return, and what went wrong first."""
+    if episode.error:
+        where = "the controller failed" if episode.error_kind == "controller" else "the action could not be executed"
+        return f"placement {episode.seed}: {where} at step {episode.length + 1}: {episode.error.splitlines()[0]}"
+    detail = episode.outcome.split("\n")[2:3]
+    text = f"placement {episode.seed}: {'success' if episode.success else 'failure'}, return " \
+           f"{episode.episode_return:.3f}, {episode.length} steps"
+    return text + (f". {detail[0]}" if detail and not episode.success else "")
+
+
+def batch_rollout(episodes: list[Episode], controller: Module, traced: int = 1) -> Rollout:
+    """One graph and one feedback for a batch of episodes of the same controller.
+
+    A batch of one is the paper's setting: its graph and its outcome, unchanged. A larger
+    batch shows the ``traced`` most informative episodes in full (errors first, then the
+    worst failures) as the inputs of one ``batch`` op, and its feedback has a line per
+    placement, then the full outcome of the traced episodes.
+    """
+    if len(episodes) == 1:
+        return graph_from_episode(episodes[0], controller)
+    shown = sorted(episodes, key=_informative)[:traced]
+    rollouts = [graph_from_episode(episode, controller) for episode in shown]
+    succeeded = sum(episode.success for episode in episodes)
+    lines = [f"Batch of {len(episodes)} training placements: {succeeded} succeeded, "
+             f"{len(episodes) - succeeded} failed."]
+    lines += [outcome_line(episode) for episode in episodes]
+    for index, rollout in enumerate(rollouts):
+        lines.append(f"Placement {rollout.episode.seed} is traced in full (episode{index}); its outcome:\n"
+                     f"{rollout.episode.outcome}")
+    summary = {episode.seed: "success" if episode.success else ("error" if episode.error else "failure")
+               for episode in episodes}
+    output = MessageNode(summary, {f"episode{i}": r.output for i, r in enumerate(rollouts)}, name="batch",
+                         description="[batch] The outcome of each placement of the batch (placement seed -> "
+                                     "success / failure / error); the traced episodes are its inputs.")
+    return Rollout(output, "\n".join(lines), rollouts[0].episode)

@@ -1,132 +1,250 @@
-"""Where controller episodes run: in this process, or in sandboxed workers.
+"""Where episodes run: the one evaluation path, behind one :class:`Runner` protocol.
 
-Both runners give the trainer the same things: a traced rollout (the graph the
-optimizer reads), untraced candidate trials, and evaluations over many seeds. The
-isolated runner runs whole episodes in a worker and rebuilds the traced graph from
-the worker's record (see docs/isolation.md for why this design).
+A runner takes a controller (:class:`~trace_control.policies.ControllerCode`) and seeds
+and returns one :class:`~trace_control.rollout.Episode` per seed, in seed order. The
+simulator always runs in a trusted process; the controller runs in a jail (or, when
+asked, in that process). :class:`LocalRunner` uses this process, or N worker processes
+on this machine that each hold an environment and a jail; the Ray runner
+(:mod:`trace_control.distributed`) spreads the same work over a cluster.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import queue
+import threading
 import time
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from trace_control import envs
-from trace_control.evaluation import ControllerSpec, EvalReport, evaluate, summarize
-from trace_control.rollout import Episode, Rollout, graph_from_episode, run_episode, traced_rollout
-from trace_control.sandbox import Limits, SandboxPool, check_controller_code
-from trace_control.trace import Module, name_scope
+from trace_control.evaluation import EvalReport, summarize
+from trace_control.policies import ControllerCode, Policy, make_policy
+from trace_control.rollout import Episode, run_episode
+from trace_control.sandbox.jail import JailLimits, JailUnavailable
 
-
-def spec_message(controller: Module | ControllerSpec | str | Path) -> dict:
-    """A controller as a JSON message for a worker."""
-    if isinstance(controller, Module):
-        controller = ControllerSpec.from_module(controller)
-    if isinstance(controller, ControllerSpec) and controller.kind == "module":
-        return {"kind": "module", "reference": controller.reference,
-                "parameters": controller.parameter_values()}
-    path = Path(controller.reference if isinstance(controller, ControllerSpec) else controller)
-    return {"kind": "source", "source": path.read_text(encoding="utf-8")}
+Progress = Callable[[int], None]
 
 
-def static_problems(controller: Any) -> list[str]:
-    """Static-check problems of a Module's trainable code (exported files are the user's own)."""
-    if not isinstance(controller, Module):
-        return []
-    problems = []
-    for key, parameter in controller.parameters_dict().items():
-        if key.endswith(".__code"):
-            problems += check_controller_code(parameter._data, parameter.info.get("fn_name", "controller"))
-    return problems
+class Runner(Protocol):
+    """Runs episodes of a controller, one per seed, and says where its code runs."""
+
+    task: str
+
+    @property
+    def isolation(self) -> str: ...
+
+    def start(self) -> str: ...
+
+    def run(self, code: ControllerCode, seeds: Sequence[int], keep_steps: bool = False,
+            progress: Progress | None = None) -> list[Episode]: ...
+
+    def close(self) -> None: ...
 
 
-def _rejected_episode(seed: int, problems: list[str]) -> Episode:
-    reason = "; ".join(problems)
-    episode = Episode(seed=seed, error=f"the controller code was not run: {reason}", error_kind="controller")
-    episode.outcome = f"Success: False\nThe controller code was not run: {reason}."
-    return episode
+class WorkerError(RuntimeError):
+    """A trusted worker process failed (not the controller: the simulator or the worker itself)."""
 
 
-class InProcessRunner:
-    """Runs controllers in this process (fast, no protection): for trusted code and debugging."""
+@dataclass
+class Station:
+    """One environment and one policy: where episodes run inside a process."""
 
-    isolation = "none (controller code runs in the trainer's process)"
+    task: str
+    env_kwargs: dict = field(default_factory=dict)
+    jailed: bool = True
+    limits: JailLimits = field(default_factory=JailLimits)
 
-    def __init__(self, task: str, env_kwargs: dict | None = None, workers: int = 1) -> None:
-        self.task = task
-        self.env_kwargs = dict(env_kwargs or {})
-        self.workers = workers
-        self.env = envs.make(task, **self.env_kwargs)
+    def __post_init__(self) -> None:
+        from trace_control import envs
 
-    def rollout(self, controller: Module, seed: int) -> Rollout:
-        with name_scope():
-            return traced_rollout(self.env, controller, seed=seed)
+        self.env = envs.make(self.task, **self.env_kwargs)
+        self.policy: Policy = make_policy(self.jailed, self.limits)
 
-    def trial(self, controller: Module, seed: int) -> Episode:
-        op = controller.controller
-        try:
-            policy = op.plain_function()
-        except Exception as error:  # the code does not even define the function
-            episode = Episode(seed=seed, error=op.describe(error), error_kind="controller")
-            episode.outcome = f"Success: False\n{episode.error}"
-            return episode
-        return run_episode(self.env, policy, seed=seed, describe_error=op.describe)
+    def start(self) -> str:
+        """Start the policy's jail now (fails early where none can be built); return where code runs."""
+        if self.jailed:
+            self.policy.start()
+        return self.policy.isolation
 
-    def evaluate(self, controller: Any, seeds: Sequence[int]) -> EvalReport:
-        spec = controller if isinstance(controller, ControllerSpec) else (
-            ControllerSpec.from_module(controller) if isinstance(controller, Module) else
-            ControllerSpec.from_file(controller))
-        return evaluate(spec, self.task, seeds, self.workers, self.env_kwargs)
+    def episodes(self, code: ControllerCode, seeds: Sequence[int], keep_steps: bool = False) -> list[Episode]:
+        self.policy.load(code)
+        return [run_episode(self.env, self.policy, seed=int(seed), keep_steps=keep_steps) for seed in seeds]
 
     def close(self) -> None:
+        self.policy.close()
         self.env.close()
 
 
-class IsolatedRunner:
-    """Runs controllers in sandboxed worker processes (see :mod:`trace_control.sandbox`)."""
+def _serve(connection: Any, task: str, env_kwargs: dict, jailed: bool, limits: JailLimits) -> None:
+    """A trusted worker process: answers ("start",) and ("run", code, seeds, keep_steps) requests."""
+    from trace_control.envs import ensure_headless_rendering
 
-    def __init__(self, task: str, env_kwargs: dict | None = None, workers: int = 1, seeds: Sequence[int] = (),
-                 limits: Limits | None = None) -> None:
+    ensure_headless_rendering()
+    station = Station(task, env_kwargs, jailed, limits)
+    try:
+        while True:
+            try:
+                request = connection.recv()
+            except EOFError:
+                return
+            try:
+                if request[0] == "start":
+                    connection.send(("ok", station.start()))
+                elif request[0] == "run":
+                    connection.send(("ok", station.episodes(*request[1:])))
+                else:
+                    return
+            except JailUnavailable as error:
+                connection.send(("unavailable", str(error)))
+            except Exception:  # noqa: BLE001 - the trusted side's failure goes back whole
+                connection.send(("error", traceback.format_exc(limit=8)))
+    finally:
+        station.close()
+
+
+class _WorkerProcess:
+    """A trusted worker process and its end of the pipe."""
+
+    def __init__(self, task: str, env_kwargs: dict, jailed: bool, limits: JailLimits) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.connection, child = context.Pipe()
+        self.process = context.Process(target=_serve, args=(child, task, env_kwargs, jailed, limits), daemon=True)
+        self.process.start()
+        child.close()
+
+    def ask(self, *request: Any) -> Any:
+        try:
+            self.connection.send(request)
+            status, value = self.connection.recv()
+        except (EOFError, OSError, BrokenPipeError):
+            code = self.process.exitcode
+            raise WorkerError(f"an evaluation worker process died (exit code {code})") from None
+        if status == "unavailable":
+            raise JailUnavailable(value)
+        if status == "error":
+            raise WorkerError(f"an evaluation worker failed:\n{value}")
+        return value
+
+    def close(self) -> None:
+        try:
+            self.connection.send(("stop",))
+        except (OSError, BrokenPipeError):
+            pass
+        self.process.join(timeout=10)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout=5)
+        self.connection.close()
+
+
+class LocalRunner:
+    """Episodes on this machine: in this process (``workers=1``) or spread over worker processes.
+
+    Seeds are handed out one at a time to whichever worker is free, and results come back
+    in seed order, so they never depend on the number of workers.
+    """
+
+    def __init__(self, task: str, env_kwargs: dict | None = None, workers: int = 1, jailed: bool = True,
+                 limits: JailLimits | None = None) -> None:
         self.task = task
         self.env_kwargs = dict(env_kwargs or {})
-        self.pool = SandboxPool(task, self.env_kwargs, workers, list(seeds), limits)
+        self.workers = max(1, int(workers))
+        self.jailed = jailed
+        self.limits = limits or JailLimits()
+        self._station: Station | None = None
+        self._processes: list[_WorkerProcess] = []
+        self._isolation = ""
 
     @property
     def isolation(self) -> str:
-        status = self.pool.status or {}
-        if not status:
-            return "sandboxed workers (not started yet)"
-        return (f"sandboxed workers: network {status.get('network')}; files {status.get('files')}; "
-                f"privileges {status.get('privileges')}")
+        return self._isolation or ("a bubblewrap jail (not started yet)" if self.jailed else
+                                   "this process, unprotected (--in-process)")
 
-    def _run(self, controller: Any, seeds: list[int], keep_steps: bool) -> list[Episode]:
-        problems = static_problems(controller)
-        if problems:
-            return [_rejected_episode(seed, problems) for seed in seeds]
-        return self.pool.run(spec_message(controller), seeds, keep_steps)
+    def start(self) -> str:
+        """Build the workers and their jails now; return where controller code runs."""
+        if self.workers == 1:
+            if self._station is None:
+                self._station = Station(self.task, self.env_kwargs, self.jailed, self.limits)
+            self._isolation = self._station.start()
+        else:
+            while len(self._processes) < self.workers:
+                self._processes.append(_WorkerProcess(self.task, self.env_kwargs, self.jailed, self.limits))
+            self._isolation = [worker.ask("start") for worker in self._processes][0]
+        return self._isolation
 
-    def rollout(self, controller: Module, seed: int) -> Rollout:
-        episode = self._run(controller, [seed], keep_steps=True)[0]
-        with name_scope():
-            return graph_from_episode(episode, controller)
+    def run(self, code: ControllerCode, seeds: Sequence[int], keep_steps: bool = False,
+            progress: Progress | None = None) -> list[Episode]:
+        seeds = [int(seed) for seed in seeds]
+        if not self._isolation:
+            self.start()
+        if self.workers == 1 or len(seeds) == 1:
+            return self._run_here(code, seeds, keep_steps, progress)
+        return self._run_spread(code, seeds, keep_steps, progress)
 
-    def trial(self, controller: Module, seed: int) -> Episode:
-        return self._run(controller, [seed], keep_steps=False)[0]
+    def _run_here(self, code: ControllerCode, seeds: list[int], keep_steps: bool,
+                  progress: Progress | None) -> list[Episode]:
+        if self._station is None and self._processes:
+            return self._processes[0].ask("run", code, seeds, keep_steps)
+        episodes = []
+        for seed in seeds:
+            episodes += self._station.episodes(code, [seed], keep_steps)
+            if progress:
+                progress(1)
+        return episodes
 
-    def evaluate(self, controller: Any, seeds: Sequence[int]) -> EvalReport:
-        started = time.perf_counter()
-        seeds = [int(s) for s in seeds]
-        episodes = self._run(controller, seeds, keep_steps=False)
-        return summarize(self.task, seeds, episodes, time.perf_counter() - started, len(self.pool.workers))
+    def _run_spread(self, code: ControllerCode, seeds: list[int], keep_steps: bool,
+                    progress: Progress | None) -> list[Episode]:
+        pending: queue.SimpleQueue = queue.SimpleQueue()
+        for index, seed in enumerate(seeds):
+            pending.put((index, seed))
+        results: list[Episode | None] = [None] * len(seeds)
+        failures: list[BaseException] = []
+        lock = threading.Lock()
+
+        def drive(worker: _WorkerProcess) -> None:
+            while not failures:
+                try:
+                    index, seed = pending.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    results[index] = worker.ask("run", code, [seed], keep_steps)[0]
+                except BaseException as error:  # noqa: BLE001 - handed to the caller below
+                    failures.append(error)
+                    return
+                if progress:
+                    with lock:
+                        progress(1)
+
+        threads = [threading.Thread(target=drive, args=(worker,), daemon=True) for worker in self._processes]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if failures:
+            raise failures[0]
+        return [episode for episode in results if episode is not None]
 
     def close(self) -> None:
-        self.pool.close()
+        if self._station is not None:
+            self._station.close()
+            self._station = None
+        for worker in self._processes:
+            worker.close()
+        self._processes = []
 
 
-def make_runner(task: str, env_kwargs: dict | None = None, workers: int = 1, isolated: bool = True,
-                seeds: Sequence[int] = (), limits: Limits | None = None) -> InProcessRunner | IsolatedRunner:
-    if isolated:
-        return IsolatedRunner(task, env_kwargs, workers, seeds, limits)
-    return InProcessRunner(task, env_kwargs, workers)
+def evaluate(runner: Runner, code: ControllerCode, seeds: Sequence[int],
+             progress: Progress | None = None) -> EvalReport:
+    """Success rate, return and their spread over ``seeds`` (one episode each)."""
+    started = time.perf_counter()
+    seeds = [int(seed) for seed in seeds]
+    episodes = runner.run(code, seeds, progress=progress)
+    return summarize(runner.task, seeds, episodes, time.perf_counter() - started, getattr(runner, "workers", 1))
+
+
+def make_runner(task: str, env_kwargs: dict | None = None, workers: int = 1, jailed: bool = True,
+                limits: JailLimits | None = None) -> LocalRunner:
+    return LocalRunner(task, env_kwargs, workers, jailed, limits)

@@ -8,13 +8,17 @@ multisampling, shadows and reflections, which leaves the physics untouched.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from trace_control.envs.base import ensure_headless_rendering
+from trace_control.envs import ensure_headless_rendering
+from trace_control.policies import ControllerCode, make_policy
+from trace_control.rollout import Episode, run_episode
+from trace_control.sandbox.jail import JailLimits
 
 
 def caption(frame: np.ndarray, text: str) -> np.ndarray:
@@ -29,39 +33,52 @@ def caption(frame: np.ndarray, text: str) -> np.ndarray:
     return np.asarray(image)
 
 
-def record_episodes(spec: Any, task: str, seeds: Sequence[int], env_kwargs: dict | None = None,
-                    width: int = 320, height: int = 320) -> list[tuple[list[np.ndarray], str]]:
-    """Frames of one episode per seed, each with its caption text."""
+@dataclass
+class Recording:
+    """A written video: where, how many frames, and the episodes it shows."""
+
+    path: Path
+    frames: int
+    episodes: list[Episode]
+
+
+def record_episodes(code: ControllerCode, task: str, seeds: Sequence[int], env_kwargs: dict | None = None,
+                    width: int = 320, height: int = 320, jailed: bool = True,
+                    limits: JailLimits | None = None) -> list[tuple[list[np.ndarray], str, Episode]]:
+    """Frames of one episode per seed, each with its caption and its episode.
+
+    The simulator renders here; the controller runs where its policy runs (a jail by default).
+    """
     from trace_control import envs
-    from trace_control.evaluation import ControllerSpec
-    from trace_control.rollout import run_episode
-    from trace_control.trace import Module
 
     ensure_headless_rendering()
-    if isinstance(spec, Module):
-        spec = ControllerSpec.from_module(spec)
-    _, policy, describe = spec.build()
     env = envs.make(task, render_mode="rgb_array", width=width, height=height, **(env_kwargs or {}))
+    policy = make_policy(jailed, limits)
     recorded = []
     try:
+        policy.load(code)
         for seed in seeds:
             frames: list[np.ndarray] = []
-            if hasattr(env, "frame_hook"):
-                env.frame_hook = frames.append
-            episode = run_episode(env, policy, seed=seed, describe_error=describe, on_frame=frames.append)
+            try:
+                env.get_wrapper_attr("frame_hook")
+                env.set_wrapper_attr("frame_hook", frames.append)
+            except AttributeError:
+                pass
+            episode = run_episode(env, policy, seed=seed, on_frame=frames.append)
             outcome = "success" if episode.success else ("error" if episode.error else "failure")
             text = f"{task}  seed {seed}\n{outcome}, return {episode.episode_return:.2f}, {episode.length} steps"
-            recorded.append((frames, text))
+            recorded.append((frames, text, episode))
     finally:
+        policy.close()
         env.close()
     return recorded
 
 
-def compose(recorded: list[tuple[list[np.ndarray], str]], layout: str = "sequence",
+def compose(recorded: list[tuple[list[np.ndarray], str, Episode]], layout: str = "sequence",
             hold_frames: int = 10) -> list[np.ndarray]:
     """Caption every frame and lay the episodes out in time or in a grid."""
     episodes = []
-    for frames, text in recorded:
+    for frames, text, _ in recorded:
         captioned = [caption(frame, text) for frame in frames]
         captioned += [captioned[-1]] * hold_frames  # pause on the outcome
         episodes.append(captioned)
@@ -84,24 +101,34 @@ def compose(recorded: list[tuple[list[np.ndarray], str]], layout: str = "sequenc
 
 
 def write_video(frames: list[np.ndarray], path: str | Path, fps: int = 20) -> Path:
-    """Write frames to ``path``: mp4 via ffmpeg, or an animated gif for ``.gif``."""
+    """Write frames to ``path``: mp4 via ffmpeg, or an animated gif for ``.gif``; never an empty file."""
     import imageio.v2 as imageio
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if not frames:
         raise ValueError("no frames to write")
-    if path.suffix.lower() == ".gif":
-        imageio.mimsave(path, frames, duration=1000 / fps, loop=0)
-    else:
-        with imageio.get_writer(path, fps=fps, codec="libx264", quality=7, macro_block_size=16) as writer:
-            for frame in frames:
-                writer.append_data(frame)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial{path.suffix}")
+    try:
+        if path.suffix.lower() == ".gif":
+            imageio.mimsave(partial, frames, duration=1000 / fps, loop=0)
+        else:
+            with imageio.get_writer(partial, fps=fps, codec="libx264", quality=7, macro_block_size=16) as writer:
+                for frame in frames:
+                    writer.append_data(frame)
+        if partial.stat().st_size == 0:
+            raise ValueError(f"the video writer produced an empty file for {path}")
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
     return path
 
 
-def record_video(spec: Any, task: str, out: str | Path, seeds: Sequence[int] = (0,), layout: str = "sequence",
-                 fps: int = 20, env_kwargs: dict | None = None, width: int = 320, height: int = 320) -> Path:
+def record_video(code: ControllerCode, task: str, out: str | Path, seeds: Sequence[int] = (0,),
+                 layout: str = "sequence", fps: int = 20, env_kwargs: dict | None = None, width: int = 320,
+                 height: int = 320, jailed: bool = True, limits: JailLimits | None = None) -> Recording:
     """Record one episode per seed of the controller on ``task`` to ``out`` (mp4 or gif)."""
-    recorded = record_episodes(spec, task, seeds, env_kwargs, width, height)
-    return write_video(compose(recorded, layout), out, fps)
+    recorded = record_episodes(code, task, seeds, env_kwargs, width, height, jailed, limits)
+    frames = compose(recorded, layout)
+    path = write_video(frames, out, fps)
+    return Recording(path, len(frames), [episode for _, _, episode in recorded])

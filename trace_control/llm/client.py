@@ -17,7 +17,7 @@ from typing import Any
 
 import openai
 
-from trace_control.llm.recording import Recorder, Replayer, ReplayMissError, request_key
+from trace_control.llm.recording import Recorder, Replayer, request_key
 from trace_control.llm.usage import Usage
 
 DEFAULT_MODEL = "gpt-4o"
@@ -27,7 +27,7 @@ NOT_CONFIGURED = (
     "  1. an API key:        export OPENAI_API_KEY=...   (model: TRACE_CONTROL_MODEL, default gpt-4o)\n"
     "  2. a local server:    export OPENAI_BASE_URL=http://127.0.0.1:11434/v1 TRACE_CONTROL_MODEL=<model>\n"
     "                        (any OpenAI-compatible server: Ollama, vLLM, llama.cpp)\n"
-    "  3. a recorded run:    --replay runs/<run>/llm_calls.jsonl   (re-runs it offline, exactly)"
+    "  3. a recorded run:    trace-control train --replay runs/<run>   (re-runs it offline, exactly)"
 )
 
 
@@ -101,10 +101,7 @@ class LLMClient:
         request = self._request(messages)
         keys = [request_key(request, index) for index in range(n)]
         if self.replayer is not None:
-            try:
-                responses = [self.replayer.take(key) for key in keys]
-            except ReplayMissError as error:
-                raise LLMError(str(error)) from error
+            responses = [self.replayer.take(key) for key in keys]  # a miss ends the run: ReplayMissError
             for key, response in zip(keys, responses):
                 if response.get("first_of_request", True):
                     self.usage.add(self.model, response.get("prompt_tokens", 0),

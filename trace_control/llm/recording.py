@@ -18,7 +18,8 @@ from typing import Any
 
 
 class ReplayMissError(LookupError):
-    """A replayed run asked something the recording never saw."""
+    """A replayed run asked something the recording never saw. Not an LLM failure to work around:
+    the replay no longer matches its recording, so the run stops."""
 
 
 def request_key(request: dict[str, Any], sample_index: int = 0) -> str:
@@ -70,9 +71,6 @@ class Replayer:
             answers = self._answers.get(key)
             if not answers:
                 raise ReplayMissError(
-                    f"the recording {self.path} has no (further) answer for this request (key {key}); "
-                    "replay needs the same task, settings and code as the recorded run")
+                    f"the replay no longer matches its recording: {self.path} has no (further) answer for "
+                    f"request {key}; a replay needs the same task, settings and code as the recorded run")
             return answers.popleft()
-
-    def remaining(self) -> int:
-        return sum(len(queue) for queue in self._answers.values())

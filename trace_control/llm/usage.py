@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 # US dollars per million tokens (prompt, completion): list prices of widely used models,
 # used only for an estimate. Unknown models report no cost rather than a guess.
@@ -36,7 +36,6 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float | None = 0.0
-    per_call: list[dict] = field(default_factory=list, repr=False)
 
     @property
     def total_tokens(self) -> int:
@@ -57,11 +56,15 @@ class Usage:
             self.cost_usd += cost
         record = {"model": model, "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                   "cost_usd": cost}
-        self.per_call.append(record)
         return record
+
+    def restore(self, summary: dict) -> None:
+        """Continue counting from a :meth:`summary` (a resumed run)."""
+        for key in ("calls", "failed_calls", "prompt_tokens", "completion_tokens", "cost_usd"):
+            if key in summary:
+                setattr(self, key, summary[key])
 
     def summary(self) -> dict:
         data = asdict(self)
-        data.pop("per_call")
         data["total_tokens"] = self.total_tokens
         return data

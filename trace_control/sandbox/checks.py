@@ -1,9 +1,12 @@
-"""A static check of controller code before it runs: a rejection is feedback, not a crash.
+"""A static check of controller code: fast advice for the LLM, not a wall.
 
 The code must parse, define the expected function (one top-level ``def``, plus
 imports), import only allowed modules, and avoid the names and attributes that reach
-outside a controller's job: files, the interpreter's internals, processes, sockets.
-The worker's own limits still apply to whatever passes.
+outside a controller's job: files, the interpreter's internals, processes, sockets. A
+rejection is feedback ("imports os: not allowed") the LLM reads next time. Python's
+reflection has more doors than any such list can name; what holds is the jail
+(:mod:`trace_control.sandbox.jail`), which runs whatever passes (and, for exported files,
+whatever the user asks for) with nothing to reach.
 """
 
 from __future__ import annotations
@@ -48,6 +51,33 @@ def check_controller_code(code: str, fn_name: str) -> list[str]:
     if others:
         problems.append(f"the code may only hold imports and the function {fn_name}, not module-level "
                         f"statements (line {others[0].lineno})")
+    problems += _reach(tree)
+    return _unique(problems)
+
+
+def _import_problem(module: str, line: int) -> str:
+    allowed = ", ".join(sorted(ALLOWED_IMPORTS - {"__future__"}))
+    return f"the controller tried to import {module} (line {line}), which is not allowed; allowed: {allowed}"
+
+
+def _unique(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def check_file(text: str) -> list[str]:
+    """What an exported controller file reaches for (imports, names, attributes); empty: nothing flagged."""
+    try:
+        tree = ast.parse(text)
+    except SyntaxError as error:
+        return [f"the file has a syntax error at line {error.lineno}: {error.msg}"]
+    except (ValueError, MemoryError, RecursionError) as error:
+        return [f"the file cannot be parsed: {error}"]
+    return _unique(_reach(tree))
+
+
+def _reach(tree: ast.AST) -> list[str]:
+    """Imports outside the allowed modules, and names / attributes outside a controller's job."""
+    problems: list[str] = []
     for item in ast.walk(tree):
         if isinstance(item, ast.Import):
             for alias in item.names:
@@ -70,13 +100,4 @@ def check_controller_code(code: str, fn_name: str) -> list[str]:
         elif isinstance(item, (ast.Global, ast.Nonlocal)):
             problems.append(f"the controller uses a {type(item).__name__.lower()} statement "
                             f"(line {item.lineno}), which is not allowed")
-    return _unique(problems)
-
-
-def _import_problem(module: str, line: int) -> str:
-    allowed = ", ".join(sorted(ALLOWED_IMPORTS - {"__future__"}))
-    return f"the controller tried to import {module} (line {line}), which is not allowed; allowed: {allowed}"
-
-
-def _unique(items: list[str]) -> list[str]:
-    return list(dict.fromkeys(items))
+    return problems

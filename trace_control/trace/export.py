@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import ast
 import inspect
+import math
 import sys
 import textwrap
+from dataclasses import dataclass
+from typing import Any
 
 from trace_control.trace.bundle import FunOp
 from trace_control.trace.errors import TraceError
@@ -65,8 +68,41 @@ def _module_context(cls: type, code: list[str]) -> tuple[list[str], list[str]]:
     return imports, definitions
 
 
-def export_source(module: Module) -> str:
+@dataclass(frozen=True)
+class Exported:
+    """An exported module: its ``text``, and where each trainable function's code stands in it.
+
+    ``functions`` holds ``(name, first line, code)``: the code is in the text verbatim from
+    that 1-based line on, so a line number in the file maps back to a line of the code.
+    """
+
+    text: str
+    class_name: str
+    functions: tuple[tuple[str, int, str], ...]
+
+
+def literal(value: Any) -> str:
+    """``value`` (plain data) as Python source that evaluates back to it (NaN and infinities too)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return 'float("nan")' if math.isnan(value) else ('float("inf")' if value > 0 else '-float("inf")')
+    if isinstance(value, list):
+        return "[" + ", ".join(literal(item) for item in value) + "]"
+    if isinstance(value, tuple):
+        return "(" + "".join(f"{literal(item)}, " for item in value).rstrip(" ") + ")"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{literal(key)}: {literal(item)}" for key, item in value.items()) + "}"
+    return repr(value)
+
+
+def export_module(module: Module) -> Exported:
+    """The model as a plain Python file (see :meth:`Module.export`).
+
+    Trainable code is placed verbatim at the file's top level and attached to the class,
+    so the file holds exactly the code that was checked and run; other methods come from
+    the class's source. The text is compiled before it is returned.
+    """
     cls = type(module)
+    trainable: list[tuple[str, str]] = []
     methods: list[str] = []
     seen: set[str] = set()
     for klass in _own_classes(cls):
@@ -76,13 +112,16 @@ def export_source(module: Module) -> str:
             seen.add(attr)
             if isinstance(value, FunOp):
                 bound = getattr(module, attr)
-                code = bound.parameter._data if bound.trainable else bound.source
-                methods.append(code)
+                if bound.trainable:
+                    trainable.append((attr, bound.parameter._data))
+                else:
+                    methods.append(bound.source)
             elif inspect.isfunction(value):
                 methods.append(function_source(value))
+    needed = methods + [code for _, code in trainable]
     imports, definitions = [], []
     for klass in _own_classes(cls):
-        more_imports, more_definitions = _module_context(klass, methods)
+        more_imports, more_definitions = _module_context(klass, needed)
         imports += [line for line in more_imports if line not in imports]
         definitions += [text for text in more_definitions if text not in definitions]
     state: list[str] = []
@@ -92,25 +131,34 @@ def export_source(module: Module) -> str:
         if isinstance(value, Module):
             raise TraceError(f"export does not support sub-modules yet ({attr} is a {type(value).__name__})")
         plain = value._data if isinstance(value, Node) else value
-        state.append(f"self.{attr} = {to_literal(plain, attr)!r}")
+        state.append(f"self.{attr} = {literal(to_literal(plain, attr))}")
     own_doc = next((klass.__dict__["__doc__"] for klass in _own_classes(cls) if klass.__dict__.get("__doc__")), None)
     doc = inspect.cleandoc(own_doc) if own_doc else f"{cls.__name__}, exported by trace-control."
-    body = [f'"""{doc}"""', ""]
-    body.append("def __init__(self):")
-    body += ["    " + line for line in (state or ["pass"])]
+    quoted = f'"""{doc}"""' if '"""' not in doc and "\\" not in doc and not doc.endswith('"') else repr(doc)
+    body = [quoted, "", "def __init__(self):"] + ["    " + line for line in (state or ["pass"])]
     for method in methods:
-        body += [""] + method.rstrip().splitlines()
+        body += [""] + method.rstrip("\n").split("\n")
     if "forward" in seen and "__call__" not in seen:
         body += ["", "def __call__(self, *args, **kwargs):", "    return self.forward(*args, **kwargs)"]
-    parts = [f'"""{cls.__name__}, exported by trace-control as plain Python.\n\n'
-             f'Use: ``model = load()``, then call its methods."""', "", "from __future__ import annotations", ""]
-    parts += imports
+    lines = [f'"""{cls.__name__}, exported by trace-control as plain Python.', "",
+             'Use: ``model = load()``, then call its methods."""', "", "from __future__ import annotations", ""]
+    lines += imports
     if definitions:
-        parts += [""] + ["\n\n".join(definitions)]
-    parts += ["", "", f"class {cls.__name__}:", textwrap.indent("\n".join(body), "    "), "", "",
-              "def load():", f'    """Return a {cls.__name__} with the exported values."""',
+        lines += [""] + "\n\n".join(definitions).split("\n")
+    lines += ["", "", f"class {cls.__name__}:"] + ["    " + line if line else "" for line in body]
+    functions = []
+    for name, code in trainable:
+        lines += ["", "", "# The trainable code, exactly as it was checked and run."]
+        functions.append((name, len(lines) + 1, code))
+        lines += code.rstrip("\n").split("\n")
+        lines += ["", "", f"{cls.__name__}.{name} = {name}", f"del {name}"]
+    lines += ["", "", "def load():", f'    """Return a {cls.__name__} with the exported values."""',
               f"    return {cls.__name__}()", ""]
-    text = "\n".join(parts)
-    text = "\n".join(line.rstrip() for line in text.splitlines()) + "\n"
-    compile(text, "<export>", "exec")
-    return text
+    text = "\n".join(lines)
+    compile(text, "<export>", "exec", dont_inherit=True)
+    return Exported(text, cls.__name__, tuple(functions))
+
+
+def export_source(module: Module) -> str:
+    """The text of :func:`export_module`."""
+    return export_module(module).text

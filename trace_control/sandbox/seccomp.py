@@ -1,0 +1,84 @@
+"""The jail's seccomp filters, compiled with libseccomp (through ``pyseccomp``).
+
+Two programs, both "allow by default, refuse a list":
+
+- :func:`jail_filter`, loaded by bubblewrap right before it starts the host program: no
+  namespaces or mounts, no tracing or reading other processes, no kernel keyring, BPF,
+  io_uring or module loading, no new processes or threads, no sockets, no terminal
+  injection.
+- :func:`no_exec_filter`, loaded by the host program itself once it has started: no
+  ``execve`` (the first filter has to let bubblewrap start the interpreter).
+
+Refused calls fail with EPERM (``clone3`` with ENOSYS, so that the C library falls back to
+``clone``, which is refused too); calls from another architecture's ABI kill the process.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import termios
+
+DENIED = (
+    # namespaces, mounts and roots
+    "setns", "unshare", "mount", "umount2", "pivot_root", "chroot", "move_mount", "open_tree", "fsopen", "fsmount",
+    "fsconfig", "fspick", "mount_setattr",
+    # other processes and the kernel
+    "ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_getfd", "pidfd_open", "perf_event_open",
+    "keyctl", "add_key", "request_key", "bpf", "userfaultfd", "io_uring_setup", "io_uring_enter",
+    "io_uring_register", "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module", "reboot",
+    "swapon", "swapoff", "acct", "quotactl", "syslog", "iopl", "ioperm", "name_to_handle_at", "open_by_handle_at",
+    "vhangup", "personality",
+    # new processes and threads: a controller needs neither
+    "fork", "vfork", "clone",
+    # sockets: the host talks over inherited pipes only
+    "socket", "socketpair",
+)
+
+
+class SeccompUnavailable(RuntimeError):
+    """libseccomp (or its Python binding) is missing."""
+
+
+def _library():
+    try:
+        import pyseccomp
+    except (ImportError, OSError) as error:  # the binding loads libseccomp.so.2 at import
+        raise SeccompUnavailable(f"libseccomp cannot be loaded ({error}); install it (Debian/Ubuntu: apt-get "
+                                 "install libseccomp2) and the Python package pyseccomp") from None
+    return pyseccomp
+
+
+def _compiled(seccomp_filter) -> bytes:
+    descriptor = os.memfd_create("trace-control-seccomp", 0)
+    try:
+        with os.fdopen(os.dup(descriptor), "wb") as stream:
+            seccomp_filter.export_bpf(stream)
+        os.lseek(descriptor, 0, os.SEEK_SET)
+        return os.read(descriptor, 1 << 20)
+    finally:
+        os.close(descriptor)
+
+
+def jail_filter() -> bytes:
+    """The BPF program bubblewrap loads for the host program (see the module doc)."""
+    seccomp = _library()
+    refused = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
+    for name in DENIED:
+        refused.add_rule(seccomp.ERRNO(errno.EPERM), name)
+    refused.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
+    for request in (termios.TIOCSTI, getattr(termios, "TIOCLINUX", 0x541C)):
+        refused.add_rule(seccomp.ERRNO(errno.EPERM), "ioctl", seccomp.Arg(1, seccomp.MASKED_EQ, 0xFFFFFFFF, request))
+    return _compiled(refused)
+
+
+def no_exec_filter() -> bytes:
+    """The BPF program the host program loads for itself once started: no ``execve``."""
+    seccomp = _library()
+    refused = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
+    for name in ("execve", "execveat"):
+        refused.add_rule(seccomp.ERRNO(errno.EPERM), name)
+    return _compiled(refused)
+
+
+RULES = len(DENIED) + 3
