@@ -57,14 +57,31 @@ def _flag(name: str) -> str:
 
 
 def _value_parser(name: str):
-    from trace_control.config import SEED_FIELDS, _kind, parse_seeds
+    from trace_control.config import SEED_FIELDS, ConfigError, _kind, parse_seeds
 
     kind, _ = _kind(name)
-    if name in SEED_FIELDS:
-        return lambda text: parse_seeds(text, _flag(name))
-    if kind == list[str]:
-        return lambda text: [part.strip() for part in text.split(",") if part.strip()]
-    return {int: int, float: float, str: str}.get(kind, str)
+
+    def parse(text: str) -> Any:
+        try:
+            if name in SEED_FIELDS:
+                return parse_seeds(text, _flag(name))
+            if kind == list[str]:
+                return [part.strip() for part in text.split(",") if part.strip()]
+            return {int: int, float: float}.get(kind, str)(text)
+        except ConfigError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") \
+                from None
+
+    return parse
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line that says where to look."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(EXIT_USAGE, f"trace-control: error: {message} (see '{self.prog} --help')\n")
 
 
 def add_settings(parser: argparse.ArgumentParser, names: typing.Iterable[str] | None = None) -> None:
@@ -410,10 +427,10 @@ VIDEO_SUFFIXES = (".mp4", ".gif")
 
 def _check_output(path: Path) -> None:
     """Refuse an output path that cannot be written before any frame is rendered."""
-    if path.suffix.lower() not in VIDEO_SUFFIXES:
-        raise UsageError(f"--out {path}: the file must end in .mp4 or .gif")
     if path.is_dir():
         raise UsageError(f"--out {path} is a folder; give a file name ending in .mp4 or .gif")
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise UsageError(f"--out {path}: the file must end in .mp4 or .gif")
     folder = path.parent
     while not folder.exists():
         folder = folder.parent
@@ -527,7 +544,7 @@ def _controller_arguments(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from trace_control.config import FIELDS
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="trace-control", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="Train robot controllers with Trace: an LLM (OptoPrime) rewrites a controller's code and "
                     "constants from the execution trace and text feedback of simulated episodes.")

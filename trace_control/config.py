@@ -352,21 +352,21 @@ def config_from_record(record: dict) -> TrainConfig:
 def parse_seeds(text: str, what: str = "seeds") -> list[int]:
     """``"100-109"``, ``"1,2,5"`` or ``"0-4,9"`` -> a list of seeds."""
     seeds: list[int] = []
-    try:
-        for part in text.split(","):
-            part = part.strip()
-            if not part:
-                continue
-            low, separator, high = part.partition("-")
-            if separator:
-                if int(high) < int(low):
-                    raise ConfigError(f"{what}: the range {part!r} runs backwards; write low-high")
-                seeds += list(range(int(low), int(high) + 1))
-            else:
-                seeds.append(int(part))
-    except ValueError:
-        raise ConfigError(f"cannot read {what} from {text!r}; write e.g. 100-109 or 1,2,5 (seeds are 0 or "
-                          "more)") from None
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        low, separator, high = part.partition("-")
+        try:
+            first, last = int(low), int(high if separator else low)
+        except ValueError:
+            raise ConfigError(f"cannot read {what} from {text!r}; write e.g. 100-109 or 1,2,5 (seeds are 0 or "
+                              "more)") from None
+        if last < first:
+            raise ConfigError(f"{what}: the range {part!r} runs backwards; write low-high")
+        if last - first > 10_000_000:
+            raise ConfigError(f"{what}: the range {part!r} is too long")
+        seeds += range(first, last + 1)
     if not seeds:
         raise ConfigError(f"no seeds in {text!r}; write e.g. 100-109 or 1,2,5")
     problem = _seed_list(seeds)

@@ -247,11 +247,11 @@ class Trainer:
         stopped = self._solved()
         if stopped is None:
             record.update(self._update(iteration, episodes, seeds))                           # backward, step
-            stopped = self._stop_reason()
-            due = iteration % config.validate_every == 0 or iteration == config.iterations or stopped
+            due = iteration % config.validate_every == 0 or iteration == config.iterations or self._stop_reason()
             if state.unvalidated and due:
                 self._judge(iteration, self._validate())                                      # evaluate
                 validated = True
+            stopped = self._stop_reason()
         record.update({"validation": state.last_validation if validated else None,
                        "best_iteration": state.best_iteration, "tokens": self.llm.usage.summary(),
                        "stopped": stopped, "seconds": round(time.perf_counter() - started, 3)})
@@ -336,10 +336,10 @@ class Trainer:
         return best if best is not None else (proposals[0] if proposals else None)
 
     def _judge(self, iteration: int, report: EvalReport) -> None:
-        """Keep the controller if it beats the best validation score so far."""
+        """Keep the controller if its validation (``report``, summarised in the state) beats the best so far."""
         state = self.state
         state.unvalidated = False
-        if score(report) > score(state.best_validation):
+        if score(state.last_validation) > score(state.best_validation):  # both rounded alike
             self.controller.export(self.run.file(BEST))
             state.best_iteration, state.best_validation = iteration, state.last_validation
             state.validations_without_improvement = 0

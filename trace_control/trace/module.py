@@ -13,6 +13,8 @@ from trace_control.trace.errors import TraceError
 from trace_control.trace.nodes import ParameterNode
 
 SAVE_FORMAT = "trace-control/module-1"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 def to_literal(value: Any, where: str = "value") -> Any:
@@ -35,6 +37,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(handle, 0o666 & ~_UMASK)  # the mode any other new file gets, not mkstemp's 0600
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(text)
             stream.flush()
