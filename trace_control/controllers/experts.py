@@ -1,8 +1,10 @@
-"""Hand-written reference controllers: the Meta-World scripted experts' logic on named observations.
+"""Hand-written reference controllers: what a learned controller has to beat.
 
-They follow the same targets as the ``fp`` feedback ("You should go to ..."), in the
-relative action mode. They check that a task, its P-controller and its success flag
-are wired right, and show the kind of code training is expected to find.
+The Meta-World ones follow the scripted experts' logic on named observations (the same
+targets as the ``fp`` feedback, in the relative action mode); they check that a task,
+its P-controller and its success flag are wired right. The Pusher one is built on the
+kinematics in the observation (``tip_jacobian``): damped-least-squares operational-space
+control of the tip.
 """
 
 from __future__ import annotations
@@ -80,4 +82,38 @@ class InvertedPendulumExpert(Controller):
         return [max(-3.0, min(3.0, force))]
 
 
-EXPERTS = {cls.task: cls for cls in (ReachExpert, PushExpert, PickPlaceExpert, InvertedPendulumExpert)}
+class PusherExpert(Controller):
+    """Moves the tip behind the object (seen from the goal), lowers it, then drives it toward the goal.
+
+    The tip follows targets with operational-space control on the observed Jacobian:
+    ``tau = K * J.T @ inv(J @ J.T + damping**2 * I) @ (target - tip) - D * qdot``.
+    """
+
+    task = "pusher"
+
+    @bundle(trainable=True)
+    def controller(self, obs):
+        """Return 7 joint torques that move the tip to the current stage's target."""
+        import numpy as np
+
+        gain, damping, regularisation = 3.0, 0.5, 0.05
+        behind_distance, push_past, height, tolerance = 0.15, 0.15, 0.05, 0.03
+        obj, goal, tip = obs["object_pos"], obs["goal_pos"], obs["tip_pos"]
+        direction = (goal[:2] - obj[:2]) / (np.linalg.norm(goal[:2] - obj[:2]) + 1e-9)
+        relative = tip[:2] - obj[:2]
+        along = relative @ direction
+        lateral = np.linalg.norm(relative - along * direction)
+        behind = obj[:2] - behind_distance * direction
+        target = np.array([behind[0], behind[1], obj[2] + height])
+        at_behind = np.linalg.norm(tip[:2] - behind) < tolerance
+        if at_behind or (along < 0 and lateral < tolerance and tip[2] < obj[2] + height + 0.05):
+            target[:2] = goal[:2] - push_past * direction
+        elif not at_behind:
+            target[2] += 0.15  # travel above the object, then come down behind it
+        jacobian = obs["tip_jacobian"]
+        step = jacobian.T @ np.linalg.solve(jacobian @ jacobian.T + regularisation**2 * np.eye(3), target - tip)
+        torque = gain * step - damping * obs["joint_velocities"]
+        return list(np.clip(torque, -2.0, 2.0))
+
+
+EXPERTS = {cls.task: cls for cls in (ReachExpert, PushExpert, PickPlaceExpert, InvertedPendulumExpert, PusherExpert)}

@@ -19,7 +19,7 @@ class InvertedDoublePendulumController(Controller):
     def controller(self, obs):
         """Map an observation to the cart force for InvertedDoublePendulum.
 
-        obs: a dict with cart_pos, pole_angles [a1, a2], cart_vel, pole_angular_vels [w1, w2]
+        obs: a dict of numpy float64 arrays: cart_pos, pole_angles [a1, a2], cart_vel, pole_angular_vels [w1, w2]
         and tip_height.
         Returns [force] with force in [-1, 1].
         """

@@ -19,7 +19,7 @@ class InvertedPendulumController(Controller):
     def controller(self, obs):
         """Map an observation to the cart force for InvertedPendulum.
 
-        obs: a dict with cart_pos, pole_angle, cart_vel, pole_angular_vel.
+        obs: a dict of numpy float64 numbers: cart_pos, pole_angle, cart_vel, pole_angular_vel.
         Returns [force] with force in [-3, 3] (positive pushes the cart right).
         """
         state = [obs["cart_pos"], obs["pole_angle"], obs["cart_vel"], obs["pole_angular_vel"]]

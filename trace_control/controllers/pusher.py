@@ -18,8 +18,11 @@ class PusherController(Controller):
     def controller(self, obs):
         """Map an observation to joint torques for Pusher.
 
-        obs: a dict with joint_angles (7), joint_velocities (7), tip_pos, object_pos and
-        goal_pos ([x, y, z] in meters).
+        obs: a dict of numpy float64 arrays: joint_angles (7), joint_velocities (7), tip_pos,
+        object_pos and goal_pos ([x, y, z] in meters), and tip_jacobian (3x7), with
+        d(tip_pos)/dt = tip_jacobian @ joint_velocities: torques tau = tip_jacobian.T @ force
+        push the tip along force, so tau = J.T @ (K * (target - tip_pos)) - D * joint_velocities
+        moves the tip to target.
         Returns 7 joint torques, each in [-2, 2].
         """
         return [0.0] * 7

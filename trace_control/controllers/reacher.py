@@ -19,8 +19,10 @@ class ReacherController(Controller):
     def controller(self, obs):
         """Map an observation to joint torques for Reacher.
 
-        obs: a dict with joint_angles [q0, q1], joint_velocities [w0, w1], target_pos [x, y]
-        and fingertip_to_target [dx, dy] (fingertip minus target, meters).
+        obs: a dict of numpy float64 arrays: joint_angles [q0, q1], joint_velocities [w0, w1],
+        target_pos [x, y], fingertip_to_target [dx, dy] (fingertip minus target, meters),
+        fingertip_pos [x, y], and fingertip_jacobian (2x2), with d(fingertip_pos)/dt =
+        fingertip_jacobian @ joint_velocities: torques tau = J.T @ force push the fingertip along force.
         Returns [t0, t1]: joint torques, each in [-1, 1].
         """
         dx, dy = obs["fingertip_to_target"]

@@ -1,8 +1,9 @@
-"""What every trace-control task adds to a Gymnasium environment.
+"""What every trace-control task shares: the action check, the description, rendering setup.
 
-Observations are dicts of named plain floats / lists. ``info["feedback"]`` holds the
-step's text, ``info["success"]`` whether the task is solved. The class attributes
-tell an optimizer what the task is; nothing here knows about LLMs.
+A task is a Gymnasium environment whose observation is a ``Dict`` of named float64
+``Box``es (full precision), whose ``info["feedback"]`` is the step's text,
+``info["success"]`` whether the task is solved and ``info["progress"]`` one sentence on
+where the episode stands against the success criterion. Nothing here knows about LLMs.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
 
 
 def ensure_headless_rendering() -> None:
@@ -33,15 +36,6 @@ def fast_rendering(model: Any, renderer: Any) -> None:
     viewer.scn.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
 
 
-def rounded(values: Any, digits: int = 3) -> Any:
-    """Plain Python floats (or lists of them), rounded: what a controller receives."""
-    if hasattr(values, "tolist"):
-        values = values.tolist()
-    if isinstance(values, (list, tuple)):
-        return [rounded(v, digits) for v in values]
-    return round(float(values), digits)
-
-
 class ActionError(ValueError):
     """An action a task cannot execute (wrong length, not numbers, NaN or infinite)."""
 
@@ -59,7 +53,10 @@ def check_action(action: Any, size: int) -> list[float]:
     values = []
     for index, value in enumerate(action):
         if hasattr(value, "item"):
-            value = value.item()
+            try:
+                value = value.item()
+            except ValueError:  # an array of several values where one number belongs
+                raise ActionError(f"action[{index}] holds {np.size(value)} values, expected one number") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ActionError(f"action[{index}] is {type(value).__name__} {value!r:.40}, expected a number")
         if math.isnan(value):
@@ -70,24 +67,63 @@ def check_action(action: Any, size: int) -> list[float]:
     return values
 
 
-class TextTask(gym.Env):
-    """Base class of trace-control tasks (a Gymnasium Env with text feedback).
+def clip_to(values: list[float], space: spaces.Box) -> tuple[np.ndarray, str]:
+    """``values`` clipped to ``space``, and a sentence saying so when clipping changed them."""
+    wanted = np.asarray(values, dtype=np.float64)
+    clipped = np.clip(wanted, space.low.astype(np.float64), space.high.astype(np.float64))
+    if np.array_equal(wanted, clipped):
+        return clipped, ""
+    changed = [str(i) for i in np.flatnonzero(wanted != clipped)]
+    return clipped, (f" The action was clipped to the allowed range at index {', '.join(changed)} "
+                     f"(low {_numbers(space.low)}, high {_numbers(space.high)}).")
 
-    Subclasses set ``task_name``, ``instruction``, ``task_hint``, ``success_criterion``,
-    ``action_size``, and implement ``reset`` / ``step`` / ``outcome_text``.
-    """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
-    task_name = ""
-    instruction = ""
-    task_hint = ""
-    success_criterion = ""
-    action_size = 0
+def _numbers(values: np.ndarray) -> str:
+    unique = np.unique(values)
+    return f"{unique[0]:g}" if unique.size == 1 else "[" + ", ".join(f"{v:g}" for v in values) + "]"
 
-    def outcome_text(self, episode_return: float, success: bool) -> str:
-        """The episode's feedback: success, return, and what went wrong."""
-        raise NotImplementedError
 
-    def describe(self) -> dict[str, str]:
-        return {"task": self.task_name, "instruction": self.instruction, "hint": self.task_hint,
-                "success": self.success_criterion}
+@dataclass(frozen=True)
+class Field:
+    """One named observation: its shape, bounds and meaning (what the LLM is told)."""
+
+    name: str
+    shape: tuple[int, ...]
+    meaning: str
+    low: float = -np.inf
+    high: float = np.inf
+
+    def space(self) -> spaces.Box:
+        return spaces.Box(self.low, self.high, self.shape, dtype=np.float64)
+
+
+def dict_space(fields: Sequence[Field]) -> spaces.Dict:
+    """The observation space of ``fields``, in their order."""
+    return spaces.Dict({field.name: field.space() for field in fields})
+
+
+def describe_fields(fields: Sequence[Field]) -> str:
+    """``fields`` as one text line each: ``- name (shape): meaning``."""
+    lines = []
+    for field in fields:
+        shape = "a number" if field.shape == () else f"{'x'.join(map(str, field.shape))} array"
+        lines.append(f"- {field.name} ({shape}): {field.meaning}")
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Interface:
+    """What a controller for a task reads and returns (for instructions and docstrings)."""
+
+    fields: tuple[Field, ...]
+    action: str
+    action_size: int
+
+    def describe(self) -> str:
+        return f"obs: a dict of numpy float64 arrays:\n{describe_fields(self.fields)}\nReturns {self.action}"
+
+
+def instruction_text(robot: str, interface: Interface, horizon_text: str, hint: str, success: str) -> str:
+    """The instruction an optimizer is given: robot, observation keys, action, horizon, goal."""
+    return (f"{robot} {hint}\nThe controller receives the observation {interface.describe()}\n"
+            f"{horizon_text} Success: {success}.")
