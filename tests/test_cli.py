@@ -200,12 +200,14 @@ def test_evaluate_accepts_what_a_user_will_try(capsys):
     code, out, _ = run_here(["evaluate", "expert", "--task", "trace_control/MetaWorld-push-v3", "--episodes", "2",
                              "--in-process"], capsys)
     assert code == 0 and "push: success 1.00" in out
-    for reference in ("trace_control.controllers.reach:ReachController", "trace_control.controllers.reach"):
-        code, out, _ = run_here(["evaluate", reference, "--task", "reach", "--episodes", "1"], capsys)
-        assert code == 0 and "reach: success 0.00" in out
-    code, _, err = run_here(["evaluate", "trace_control/controllers/reach.py", "--task", "reach"], capsys)
+    for reference in ("trace_control.controllers.pusher:PusherController", "trace_control.controllers.pusher",
+                      "trace_control.controllers.starting:ReachController"):
+        task = "reach" if "Reach" in reference else "pusher"
+        code, out, _ = run_here(["evaluate", reference, "--task", task, "--episodes", "1"], capsys)
+        assert code == 0 and f"{task}: success 0.00" in out
+    code, _, err = run_here(["evaluate", "trace_control/controllers/pusher.py", "--task", "pusher"], capsys)
     assert code == 2 and "is not an exported controller (it has no load() function)" in err
-    assert "ReachController" in err and len(err.strip().splitlines()) == 1
+    assert "PusherController" in err and len(err.strip().splitlines()) == 1
 
 
 def test_bad_input_is_one_clear_line_before_any_work(tmp_path, capsys, monkeypatch):

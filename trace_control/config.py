@@ -158,6 +158,9 @@ class TrainConfig:
                                         group="LLM")
     workers: int = setting(1, "parallel episode workers (each with its own simulator and jail)",
                            check=_at_least(1), group="execution")
+    static_check: bool = setting(True, "refuse LLM code that imports outside math/numpy/... or reaches for files "
+                                       "and internals, with the reason as feedback (advice for the LLM: the jail "
+                                       "is the wall)", group="execution")
     in_process: bool = setting(False, "run controller code in this process, without the jail (only for code you "
                                       "trust)", group="execution")
     step_seconds: float = setting(1.0, "time limit of one controller call", check=_positive, group="execution")

@@ -62,12 +62,13 @@ def objective_for(config: TrainConfig) -> str:
 
 
 def make_optimizer(config: TrainConfig, controller: Module, llm: LLMClient, objective: str) -> Optimizer:
+    checker = check_controller_code if config.static_check else None
     if config.optimizer == "opro":
         return OPRO(controller, llm=llm, memory_size=config.memory_size, objective=objective,
-                    num_candidates=config.num_candidates, code_checker=check_controller_code)
+                    num_candidates=config.num_candidates, code_checker=checker)
     return OptoPrime(controller, llm=llm, memory_size=config.memory_size, objective=objective, mask=config.mask,
                      max_prompt_tokens=config.max_prompt_tokens, num_candidates=config.num_candidates,
-                     code_checker=check_controller_code)
+                     code_checker=checker)
 
 
 def score(report: EvalReport | dict) -> tuple[float, float]:

@@ -155,6 +155,13 @@ def _memfd(name: str, data: bytes) -> int:
 
 
 def bwrap_path() -> str:
+    """The bubblewrap binary: ``$TRACE_CONTROL_BWRAP`` when set, else ``bwrap`` on the PATH or in /usr/bin."""
+    chosen = os.environ.get("TRACE_CONTROL_BWRAP")
+    if chosen:
+        if not (os.path.isfile(chosen) and os.access(chosen, os.X_OK)):
+            raise JailUnavailable(f"TRACE_CONTROL_BWRAP names {chosen}, which is not an executable: point it at "
+                                  f"bwrap, or unset it; or {FIX}")
+        return chosen
     path = shutil.which("bwrap") or next((p for p in ("/usr/bin/bwrap", "/bin/bwrap") if os.path.exists(p)), None)
     if path is None:
         raise JailUnavailable(f"bubblewrap (bwrap) is not installed: {FIX}")
@@ -355,6 +362,8 @@ class Jail:
                 if len(self._buffer) >= HEADER_SIZE + size:
                     payload = self._buffer[HEADER_SIZE:HEADER_SIZE + size]
                     self._buffer = self._buffer[HEADER_SIZE + size:]
+                    if self._buffer:  # one request, one answer: anything more was not asked for
+                        raise self._fault(f"sent more than one answer {doing}".strip())
                     return kind, payload
             remaining = deadline - time.monotonic()
             if remaining <= 0:
