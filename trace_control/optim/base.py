@@ -21,6 +21,7 @@ MIN_PROMPT_TOKENS = 500
 RECORDS_KEPT = 10  # steps whose record (prompt, answers) the optimizer keeps
 MAX_ANSWER_CHARS = 20_000  # of each answer, kept in its proposal
 MAX_PROBLEM_CHARS = 500
+MAX_CODE_SHARE = 0.6  # of max_prompt_tokens: longer suggested code is refused
 STATE_FORMAT = "trace-control/optimizer-2"
 
 
@@ -67,7 +68,7 @@ class Optimizer:
 
     ``memory_size``: past attempts shown in each prompt (0: none). ``max_prompt_tokens``:
     the budget of each request, system prompt included (None: no limit); suggested code
-    longer than half of it is refused. ``step()`` never raises for a bad answer or a
+    longer than ``MAX_CODE_SHARE`` of it is refused. ``step()`` never raises for a bad answer or a
     failed call: the reason is kept in ``last_record`` and shown to the LLM next time.
     ``records`` keeps the last ``RECORDS_KEPT`` steps only.
     """
@@ -199,7 +200,9 @@ class Optimizer:
         """Read one answer into a validated (not applied) proposal. Never raises for bad answers."""
         answer = parse_answer(text, finish_reason)
         resolved, name_problems = resolve_names(answer.suggestion, self.parameters, self.aliases)
-        max_code_tokens = self.max_prompt_tokens // 2 if self.max_prompt_tokens is not None else None
+        max_code_tokens = None
+        if self.max_prompt_tokens is not None:
+            max_code_tokens = int(self.max_prompt_tokens * MAX_CODE_SHARE)
         update, value_problems = validate(resolved, self.originals, self.code_checker, max_code_tokens)
         answer_text = clip(text, MAX_ANSWER_CHARS) if isinstance(text, str) else ""
         return Proposal(update, answer.reasoning, answer.problems + name_problems + value_problems, answer_text)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from trace_control.optim.condense import condense_lines
 from trace_control.optim.render import clip
-from trace_control.optim.tokens import count_tokens
+from trace_control.optim.tokens import count_tokens, fits
 
 Bodies = dict[str, str]
 Renderer = Callable[[int | None], tuple[Bodies, list[str]]]  # allowance (None: no limit) -> bodies, notes
@@ -59,7 +59,7 @@ def compose(parts: list[Part], order: list[str], budget: int | None) -> tuple[st
         bodies.update(rendered)
         notes += part_notes
     text = join(order, bodies)
-    if budget is None or count_tokens(text) <= budget:
+    if budget is None or fits(text, budget):
         return text, notes
     flexible = [part for part in parts if not part.fixed]
     skeleton = {**bodies, **{title: "" for part in flexible for title in part.titles}}

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from trace_control.optim.problem import ProblemInstance, is_code, op_name, show
 from trace_control.optim.render import clip, compact_delta, plain
-from trace_control.optim.tokens import count_tokens
+from trace_control.optim.tokens import fits
 from trace_control.trace import ExceptionNode, Node
 
 MAX_PERIOD = 4  # operations per repetition that are recognised
@@ -98,13 +98,13 @@ def _change(before: float | None, after: float | None) -> float:
     return change if change == change and change != float("inf") else 0.0
 
 
-def describe_kinds(texts: list[str | None], limit: int = 3, max_chars: int = 200) -> str:
-    """The kinds of text in ``texts``, most frequent first: a count and the text, with each
+def describe_kinds(items: list[Item], limit: int = 3, max_chars: int = 200) -> str:
+    """The kinds of text of ``items``, most frequent first: a count and the text, with each
     number that changed written ``first->last`` (first and last text of that kind)."""
-    by_kind: dict[str, list[str]] = {}
-    for text in texts:
-        if text:
-            by_kind.setdefault(kind_of(text), []).append(text)
+    by_kind: dict[tuple[str, ...], list[str]] = {}
+    for item in items:
+        if item.text:
+            by_kind.setdefault(item.kind, []).append(item.text)
     common = sorted(by_kind.values(), key=len, reverse=True)
     parts = [f"{len(group)}x {clip(_span_numbers(group[0], group[-1]), max_chars)!r}" for group in common[:limit]]
     if len(common) > limit:
@@ -123,18 +123,24 @@ def _arrow(start: str, end: str) -> str:
 
 
 def largest_fitting(count: int, render: Callable[[int], str], allowance: int) -> tuple[int, str] | None:
-    """The largest ``k`` in ``0..count`` whose ``render(k)`` fits ``allowance`` tokens (sizes grow with k)."""
+    """The largest ``k`` in ``0..count`` whose ``render(k)`` fits ``allowance`` tokens (sizes grow with k).
+
+    Searches up from 0 by doubling, then halves the last interval, so no text counted
+    is much longer than one that fits. Returns ``(k, text)``, or None when even 0 does not fit.
+    """
     text = render(0)
-    if count_tokens(text) > allowance:
+    if not fits(text, allowance):
         return None
-    low, best, high = 0, text, count
+    low, best, step = 0, text, 1
+    high = count
     while low < high:
-        middle = (low + high + 1) // 2
-        text = render(middle)
-        if count_tokens(text) <= allowance:
-            low, best = middle, text
+        probe = min(high, low + step)
+        text = render(probe)
+        if fits(text, allowance):
+            low, best = probe, text
+            step *= 2
         else:
-            high = middle - 1
+            high, step = probe - 1, 1
     return low, best
 
 
@@ -150,7 +156,7 @@ def condense_lines(text: str, allowance: int | None) -> tuple[str, list[str]]:
     cut = sum(len(line) > MAX_LINE_CHARS for line in raw)
     notes = [f"{cut} over-long lines cut to about {MAX_LINE_CHARS} characters"] if cut else []
     whole = "\n".join(lines)
-    if allowance is None or count_tokens(whole) <= allowance:
+    if allowance is None or fits(whole, allowance):
         return whole, notes
     items = [Item((kind_of(line),), line, _scalar(line)) for line in lines]
     items[0].required = True
@@ -163,7 +169,7 @@ def condense_lines(text: str, allowance: int | None) -> tuple[str, list[str]]:
         for index, line in enumerate(lines + [""]):
             if index in keep or index == len(lines):
                 if gap:
-                    out.append(f"({len(gap)} lines left out: {describe_kinds([lines[g] for g in gap])})")
+                    out.append(f"({len(gap)} lines left out: {describe_kinds([items[g] for g in gap])})")
                     gap = []
                 if index < len(lines):
                     out.append(line)
@@ -262,6 +268,7 @@ class TraceCondenser:
             error = any(isinstance(node, ExceptionNode) for node in unit.nodes)
             self.items.append(Item(tuple(kind_of(text) for text in texts), texts[0] if texts else None,
                                    _unit_scalar(values), error))
+        self._shown: dict[tuple, str] = {}  # rendered values by (node, node compared with, length)
         self.runs = _runs(self.units)
         for run in self.runs:
             for position, index in enumerate(run):
@@ -274,7 +281,7 @@ class TraceCondenser:
     def fit(self, allowance: int | None) -> tuple[dict[str, str], list[str]]:
         """Section bodies within ``allowance`` tokens (together), and notes on what was left out."""
         whole = self.render(None, self.problem.value_chars)
-        if allowance is None or self._tokens(whole) <= allowance:
+        if allowance is None or fits(self._joined(whole), allowance):
             return whole, []
         for value_chars in (self.problem.value_chars, *SHORTER_VALUES):
             fitted = largest_fitting(len(self.order), lambda k, chars=value_chars: self._joined(
@@ -293,9 +300,6 @@ class TraceCondenser:
 
     def _joined(self, bodies: dict[str, str]) -> str:
         return "\n\n".join(bodies[section] for section in TRACE_SECTIONS if section not in self.hidden)
-
-    def _tokens(self, bodies: dict[str, str]) -> int:
-        return count_tokens(self._joined(bodies))
 
     def render(self, chosen: set[int] | None, value_chars: int) -> dict[str, str]:
         """Bodies of #Code, #Inputs, #Others showing the required units and ``chosen`` (None: all)."""
@@ -327,19 +331,23 @@ class TraceCondenser:
                 if id(current) in self.outputs:
                     continue
                 previous = previous_by_op.get(op_name(current))
-                value = self.values[id(current)]
-                if previous is None:
-                    rendered = show(value, value_chars)
-                else:
-                    rendered = compact_delta(value, self.values[id(previous)], previous.py_name, value_chars)
                 previous_by_op[op_name(current)] = current
-                others.append(f"{current.py_name} = {rendered}")
-                text = _node_text(value)
+                others.append(f"{current.py_name} = {self._value_text(current, previous, value_chars)}")
+                text = _node_text(self.values[id(current)])
                 if text is not None:
                     last_said = (text, current.py_name)
         bodies = {"Code": code, "Inputs": inputs, "Others": others}
         return {section: ("(not shown)" if section in self.hidden else "\n".join(entries) or "(none)")
                 for section, entries in bodies.items()}
+
+    def _value_text(self, current: Node, previous: Node | None, value_chars: int) -> str:
+        """``current``'s value, written as a delta from ``previous`` (a shown entry) when there is one."""
+        key = (id(current), id(previous) if previous is not None else None, value_chars)
+        if key not in self._shown:
+            value = self.values[id(current)]
+            self._shown[key] = show(value, value_chars) if previous is None else compact_delta(
+                value, self.values[id(previous)], previous.py_name, value_chars)
+        return self._shown[key]
 
     @staticmethod
     def _code_line(current: Node) -> str:
@@ -356,11 +364,11 @@ class TraceCondenser:
         return f"... ({self._span(gap)}: {_repetitions(len(gap))} of {pattern} left out)"
 
     def _gap_others(self, gap: list[int], last_said: tuple[str, str] | None) -> str:
-        texts = [self.items[index].text for index in gap]
-        if last_said is not None and all(text == last_said[0] for text in texts):
+        items = [self.items[index] for index in gap]
+        if last_said is not None and all(item.text == last_said[0] for item in items):
             said = f"; their feedback: the same as {last_said[1]}'s"
         else:
-            kinds = describe_kinds(texts)
+            kinds = describe_kinds(items)
             said = f"; their feedback: {kinds}" if kinds else ""
         return f"... ({self._span(gap)}: {_repetitions(len(gap))} left out{said})"
 

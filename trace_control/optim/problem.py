@@ -17,16 +17,20 @@ from trace_control.trace import Node, ParameterNode
 
 
 def show(value: object, max_chars: int) -> str:
-    """Top-level text is shown as it is (errors keep their line breaks); the rest compactly."""
+    """Top-level text is shown as it is (errors keep their line breaks), a list of texts as
+    lines; the rest compactly."""
     if isinstance(value, str):
         return clip(value, max_chars)
+    if isinstance(value, (list, tuple)) and value and all(isinstance(item, str) for item in value):
+        return clip("\n".join(value), max_chars)
     return compact(value, max_chars)
 
 
 def op_name(node: Node) -> str:
     """The operation that made ``node`` (the base of its name: ``step`` for ``step:3``)."""
-    base = getattr(node, "op_name", None)  # the engine's accessor, where it has one
-    return base if isinstance(base, str) else node.name.rsplit(":", 1)[0]
+    if hasattr(type(node), "op_name"):  # the engine's accessor, where it has one (never the node's
+        return node.op_name              # attribute fallback, which would trace a getattr op)
+    return node.name.rsplit(":", 1)[0]
 
 
 def is_code(parameter: Node) -> bool:

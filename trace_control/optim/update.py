@@ -15,7 +15,7 @@ from typing import Any
 from trace_control.optim.parse import OversizedNumber, read_literal
 from trace_control.optim.problem import is_code
 from trace_control.optim.render import clip, compact, same_value
-from trace_control.optim.tokens import count_tokens
+from trace_control.optim.tokens import fits
 from trace_control.trace import ParameterNode
 
 CodeChecker = Callable[[str, str], list[str]]  # (code, function name) -> problems
@@ -196,9 +196,9 @@ def check_code(code: str, fn_name: str, original: str) -> list[str]:
 def _code_problems(code: str, parameter: ParameterNode, original: str, code_checker: CodeChecker | None,
                    max_code_tokens: int | None) -> list[str]:
     fn_name = parameter.info["fn_name"]
-    if max_code_tokens is not None and count_tokens(code) > max_code_tokens:
-        return [f"the code is {count_tokens(code):,} tokens long; keep it under {max_code_tokens:,} tokens so "
-                "that the report fits its budget"]
+    if max_code_tokens is not None and not fits(code, max_code_tokens):
+        return [f"the code is longer than {max_code_tokens:,} tokens; keep it shorter so that the report fits "
+                "its budget"]
     reasons = check_code(code, fn_name, original)
     if reasons or code_checker is None:
         return reasons
