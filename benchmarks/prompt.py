@@ -17,6 +17,7 @@ Tokens are counted as the reference counts them: cl100k_base, system prompt incl
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
@@ -52,6 +53,7 @@ def reach_report() -> tuple[str, str, object]:
 
 def trace_opt_reach_tokens(episode) -> int | None:
     """trace-opt's OptoPrime prompt for the same episode (recorded observations replayed), if installed."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # trace-opt's LLM library: no download
     try:
         from opto import trace as opto_trace  # type: ignore[import-not-found]
         from opto.optimizers import OptoPrime as TheirOptoPrime  # type: ignore[import-not-found]

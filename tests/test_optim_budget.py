@@ -195,6 +195,7 @@ def test_memory_shows_code_as_diffs_and_fits_with_a_200_line_controller():
         system, prompt = sent_prompt(server)
     past = prompt.split("#Past attempts\n")[1]
     assert prompt_tokens(system, prompt) <= 6000
-    assert "(diff from the current code)" in past or "lines differ from the current code" in past
+    assert ("(diff from the current code)" in past and "lines with - are in the current code" in past) or \
+        "lines differ from the current code" in past
     assert past.count("def controller(self, obs):") == 0  # no full copies of past code
     assert len(optimizer.memory) == 10 and len(optimizer.records) <= 10

@@ -288,14 +288,15 @@ class TraceCondenser:
                 self.render(set(self.order[:k]), chars)), allowance)
             if fitted is not None:
                 kept = fitted[0]
-                bodies = self.render(set(self.order[:kept]), value_chars)
                 break
         else:
-            kept, bodies = 0, self.render(set(), SHORTER_VALUES[-1])
-        total = len(self.units)
+            kept = 0
+        bodies = self.render(set(self.order[:kept]), value_chars)
         shown = kept + sum(item.required for item in self.items)
-        note = (f"#Code/#Others: {shown} of {total} repetitions shown in full, the rest summarised by range "
-                f"and kind of feedback")
+        note = (f"#Code/#Others: {shown} of {len(self.units)} repetitions shown in full, the rest summarised by "
+                "range and kind of feedback")
+        if value_chars < self.problem.value_chars:
+            note += f"; values cut to {value_chars} characters"
         return bodies, [note]
 
     def _joined(self, bodies: dict[str, str]) -> str:

@@ -93,7 +93,7 @@ class Memory:
             for name, value in attempt.values.items():
                 lines.append(_describe(name, value, current.get(name), diffed))
             lines.append(f"Feedback: {attempt.feedback}")
-        if any(line.endswith("(diff from the current code):") for line in lines):
+        if any("(diff from the current code):" in line for line in lines):
             lines.insert(0, DIFF_NOTE)
         return "\n".join(lines)
 

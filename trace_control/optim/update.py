@@ -196,16 +196,16 @@ def check_code(code: str, fn_name: str, original: str) -> list[str]:
 def _code_problems(code: str, parameter: ParameterNode, original: str, code_checker: CodeChecker | None,
                    max_code_tokens: int | None) -> list[str]:
     fn_name = parameter.info["fn_name"]
-    if max_code_tokens is not None and not fits(code, max_code_tokens):
-        return [f"the code is longer than {max_code_tokens:,} tokens; keep it shorter so that the report fits "
-                "its budget"]
     reasons = check_code(code, fn_name, original)
-    if reasons or code_checker is None:
-        return reasons
-    try:
-        return [clip(str(reason), 500) for reason in code_checker(code, fn_name)]
-    except Exception as error:  # noqa: BLE001 - a failing checker is reported, never raised out of step()
-        return [f"the code check failed ({type(error).__name__}): {clip(str(error), 300)}"]
+    if not reasons and code_checker is not None:
+        try:
+            reasons = [clip(str(reason), 500) for reason in code_checker(code, fn_name)]
+        except Exception as error:  # noqa: BLE001 - a failing checker is reported, never raised out of step()
+            reasons = [f"the code check failed ({type(error).__name__}): {clip(str(error), 300)}"]
+    if not reasons and max_code_tokens is not None and not fits(code, max_code_tokens):
+        reasons = [f"the code is longer than {max_code_tokens:,} tokens; keep it shorter so that the report "
+                   "fits its budget"]
+    return reasons
 
 
 def validate(resolved: dict[ParameterNode, Any], originals: dict[ParameterNode, str],
