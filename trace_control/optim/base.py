@@ -12,6 +12,7 @@ from trace_control.llm import LLMClient, LLMError
 from trace_control.optim.memory import Memory
 from trace_control.optim.parse import parse_answer
 from trace_control.optim.problem import feedback_of
+from trace_control.optim.prompts import NO_FEEDBACK
 from trace_control.optim.render import clip, compact
 from trace_control.optim.tokens import prompt_tokens
 from trace_control.optim.update import CodeChecker, apply, resolve_names, validate
@@ -160,7 +161,7 @@ class Optimizer:
         return {parameter.py_name: parameter.data for parameter in self.parameters}
 
     def feedback_lines(self) -> list[str]:
-        return feedback_of(self.parameters) or ["(no feedback was given; call backward before step)"]
+        return feedback_of(self.parameters) or [NO_FEEDBACK]
 
     @staticmethod
     def problems_text(problems: list[str]) -> str:

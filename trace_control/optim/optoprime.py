@@ -6,15 +6,13 @@ from collections.abc import Iterable
 
 from trace_control.llm import LLMClient
 from trace_control.optim.base import Optimizer
-from trace_control.optim.compose import Part, compose, fixed_part, text_part
-from trace_control.optim.condense import TRACE_SECTIONS, TraceCondenser
+from trace_control.optim.compose import compose
 from trace_control.optim.memory import memory_part
-from trace_control.optim.problem import build_problem, normalize_section, show
-from trace_control.optim.prompts import MEMORY, OPTOPRIME_SYSTEM, PROBLEMS, SECTIONS
+from trace_control.optim.problem import build_problem, normalize_section
+from trace_control.optim.prompts import MEMORY, OPTOPRIME_SYSTEM
+from trace_control.optim.report import ORDER, report_parts
 from trace_control.optim.update import CodeChecker
 from trace_control.trace import Module, ParameterNode
-
-ORDER = [*SECTIONS, MEMORY, PROBLEMS]
 
 
 class OptoPrime(Optimizer):
@@ -39,23 +37,6 @@ class OptoPrime(Optimizer):
 
     def build_prompt(self, problems: list[str], budget: int | None) -> tuple[str, list[str]]:
         problem = build_problem(self.parameters, self.objective, self.value_chars)
-        hidden = set(self.mask)
-
-        def visible(title: str, entries: list[str]) -> str:
-            return "(not shown)" if title in hidden else "\n".join(entries) or "(none)"
-
-        outputs = [f"{output.py_name} = {show(output.data, self.value_chars)}" for output in problem.outputs]
-        parts = [
-            fixed_part("Instruction", visible("Instruction", [problem.instruction])),
-            fixed_part("Variables", visible("Variables", problem.variables)),
-            fixed_part("Constraints", visible("Constraints", problem.constraints)),
-            text_part("Feedback", visible("Feedback", self.feedback_lines()), share=0.3),
-        ]
-        if problems:
-            parts.append(text_part(PROBLEMS, self.problems_text(problems), share=0.1))
-        parts += [text_part("Outputs", visible("Outputs", outputs), share=0.15),
-                  text_part("Documentation", visible("Documentation", problem.documentation), share=0.15)]
-        if len(self.memory):
-            parts.append(memory_part(MEMORY, self.memory, self.current_values(), share=0.35))
-        parts.append(Part(TRACE_SECTIONS, TraceCondenser(problem, hidden).fit))
+        memory = memory_part(MEMORY, self.memory, self.current_values(), share=0.35) if len(self.memory) else None
+        parts = report_parts(problem, set(self.mask), self.problems_text(problems), memory)
         return compose(parts, ORDER, budget)

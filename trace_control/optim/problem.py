@@ -9,6 +9,7 @@ Nodes are read through their public accessors only.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from trace_control.optim.prompts import DEFAULT_INSTRUCTION, SECTIONS
@@ -71,6 +72,14 @@ class ProblemInstance:
     outputs: list[Node] = field(default_factory=list)
     feedback: list[str] = field(default_factory=list)
     value_chars: int = 1500
+
+    def render(self, masked: Iterable[str] = (), max_tokens: int | None = None) -> str:
+        """The report's sections as text (without memory), within ``max_tokens`` when given."""
+        from trace_control.optim.compose import compose  # these build on this module
+        from trace_control.optim.report import ORDER, report_parts
+
+        hidden = {normalize_section(name) for name in masked}
+        return compose(report_parts(self, hidden), ORDER, max_tokens)[0]
 
 
 def execution_order(nodes: dict[int, Node], outputs: list[Node]) -> list[Node]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 SECTIONS = ("Instruction", "Code", "Documentation", "Variables", "Constraints", "Inputs", "Others",
             "Outputs", "Feedback")
 MEMORY = "Past attempts"
+NO_FEEDBACK = "(no feedback was given; call backward before step)"
 PROBLEMS = "Problems with your previous answer"
 
 DEFAULT_INSTRUCTION = (
