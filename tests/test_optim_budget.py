@@ -197,5 +197,5 @@ def test_memory_shows_code_as_diffs_and_fits_with_a_200_line_controller():
     assert prompt_tokens(system, prompt) <= 6000
     assert ("(diff from the current code)" in past and "lines with - are in the current code" in past) or \
         "lines differ from the current code" in past
-    assert past.count("def controller(self, obs):") == 0  # no full copies of past code
+    assert len(past.splitlines()) < 200  # ten attempts at 200 lines each, and not one full copy among them
     assert len(optimizer.memory) == 10 and len(optimizer.records) <= 10
