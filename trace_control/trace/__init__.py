@@ -27,17 +27,12 @@ from trace_control.trace.nodes import (
     Node,
     ParameterNode,
     ancestors,
+    contain,
     node,
 )
 from trace_control.trace.propagation import GraphPropagator, backward
 from trace_control.trace.state import atomic_write_text, fit_value, to_literal
 from trace_control.trace.visualize import to_dot
-
-
-def contain(nodes: object, item: Node) -> bool:
-    """True when ``item`` itself (not an equal value) is among ``nodes``."""
-    return any(member is item for member in nodes)
-
 
 __all__ = [
     "ExceptionNode", "ExecutionError", "Feedback", "FeedbackLog", "FunOp", "FunctionFeedback", "GraphPropagator",

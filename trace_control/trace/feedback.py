@@ -1,7 +1,8 @@
 """Feedback records, their merge, and the trace read as a function (trace-opt's views).
 
 A :class:`Feedback` is what one backward call gave one parameter: the user's
-feedback and the parameter's minimal subgraph. ``sum_feedback`` merges records;
+feedback and the parameter's minimal subgraph; a node keeps its records in a
+:class:`FeedbackLog`. ``sum_feedback`` merges records;
 ``node_to_function_feedback`` reads one as a small program: a call per operation,
 the inputs it read (roots), intermediate values, the output and the documentation.
 """
@@ -9,10 +10,13 @@ the inputs it read (roots), intermediate values, the output and the documentatio
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from numbers import Integral
+from typing import TYPE_CHECKING, Any
 
 from trace_control.trace.errors import TraceError
-from trace_control.trace.nodes import MessageNode, Node, ancestors
+
+if TYPE_CHECKING:
+    from trace_control.trace.nodes import MessageNode, Node
 
 
 @dataclass
@@ -79,6 +83,8 @@ class Feedback:
         Holds the nodes on a path from the body's inputs or the parameters it read to
         the body's output; empty for other operations.
         """
+        from trace_control.trace.nodes import Node, ancestors
+
         info = operation.info if isinstance(operation.info, dict) else {}
         inner = info.get("output")
         if not isinstance(inner, Node):
@@ -93,6 +99,42 @@ class Feedback:
                 reached.add(id(current))
                 nodes.append(current)
         return Feedback(inner, "", nodes)
+
+
+class FeedbackLog(list):
+    """The :class:`Feedback` records a node received, in arrival order.
+
+    Also readable as trace-opt's mapping ``{child: [records]}`` (``items()``,
+    ``keys()``, ``values()``, ``log[child]``): each record is listed under the
+    children of the node through which it arrived (under the output when backward
+    started at the node itself).
+    """
+
+    __slots__ = ()
+
+    def by_child(self) -> dict[Node, list]:
+        """``{child: [records]}``, children in order of first arrival."""
+        grouped: dict[Node, list] = {}
+        for record in self:
+            receiver = record.nodes[0] if record.nodes else None
+            children = [n for n in record.nodes if n.feeds_from(receiver)] if receiver is not None else []
+            for child in children or [record.output]:
+                grouped.setdefault(child, []).append(record)
+        return grouped
+
+    def items(self):  # noqa: ANN201 - a dict view
+        return self.by_child().items()
+
+    def keys(self):  # noqa: ANN201
+        return self.by_child().keys()
+
+    def values(self):  # noqa: ANN201
+        return self.by_child().values()
+
+    def __getitem__(self, key: Any) -> Any:
+        if not isinstance(key, (Integral, slice)):  # a child node
+            return self.by_child()[key]
+        return super().__getitem__(key)
 
 
 def sum_feedback(nodes: list[Node]) -> Feedback:

@@ -16,9 +16,11 @@ import copy
 import functools
 import re
 import weakref
+from collections.abc import Iterable
 from typing import Any
 
 from trace_control.trace import context
+from trace_control.trace.feedback import FeedbackLog
 
 _NAME_CLEAN = re.compile(r"\W")
 _TAGGED = re.compile(r"^\[[^\[\]]+\]")
@@ -34,41 +36,6 @@ def _split_name(name: str) -> str:
     return base or "node"
 
 
-class FeedbackLog(list):
-    """The :class:`Feedback` records a node received, in arrival order.
-
-    Also readable as trace-opt's mapping ``{child: [records]}`` (``items()``,
-    ``keys()``, ``values()``, ``log[child]``): each record is listed under the
-    children of the node through which it arrived (under the output when backward
-    started at the node itself).
-    """
-
-    __slots__ = ()
-
-    def by_child(self) -> dict[Node, list]:
-        grouped: dict[Node, list] = {}
-        for record in self:
-            receiver = record.nodes[0] if record.nodes else None
-            children = [n for n in record.nodes if n.feeds_from(receiver)] if receiver is not None else []
-            for child in children or [record.output]:
-                grouped.setdefault(child, []).append(record)
-        return grouped
-
-    def items(self):  # noqa: ANN201 - a dict view
-        return self.by_child().items()
-
-    def keys(self):  # noqa: ANN201
-        return self.by_child().keys()
-
-    def values(self):  # noqa: ANN201
-        return self.by_child().values()
-
-    def __getitem__(self, key: Any) -> Any:
-        if isinstance(key, Node):
-            return self.by_child()[key]
-        return super().__getitem__(key)
-
-
 class Node:
     """A value in a traced graph.
 
@@ -81,7 +48,7 @@ class Node:
     trainable = False
     kind = "Node"
     default_base = "node"
-    default_description = "a value"
+    default_description = "[Node] a value"
     # parameters an operation read inside its own traced body (see bundle's traceable_code)
     hidden_dependencies: frozenset = frozenset()
     __slots__ = (
@@ -99,8 +66,10 @@ class Node:
         self._inputs: dict[str, Node] | None = None
         self._children: list[weakref.ref] = []
         self._prune_at = 64
-        text = description or self.default_description
-        self.description = text if _TAGGED.match(text) else f"[{self.kind}] {text}"
+        if not description:
+            self.description = self.default_description
+        else:
+            self.description = description if _TAGGED.match(description) else f"[{self.kind}] {description}"
         self.constraint = constraint
         self._feedback: FeedbackLog | None = None
         self.info = info
@@ -266,6 +235,11 @@ def ancestors(output: Node) -> list[Node]:
     return found
 
 
+def contain(nodes: Iterable[Node], item: Node) -> bool:
+    """True when ``item`` itself is among ``nodes`` (``in`` compares values: ``==`` is an operation)."""
+    return any(member is item for member in nodes)
+
+
 def _restore(cls: type, state: dict[str, Any]) -> Node:
     """A new root of type ``cls`` with ``state`` (see ``Node.__reduce__``), named afresh."""
     new = cls.__new__(cls)
@@ -282,7 +256,7 @@ class ParameterNode(Node):
 
     kind = "ParameterNode"
     default_base = "param"
-    default_description = "a trainable parameter"
+    default_description = "[ParameterNode] a trainable parameter"
     __slots__ = ("_trainable",)
 
     def __init__(self, value: Any, name: str | None = None, description: str | None = None,

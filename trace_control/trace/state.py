@@ -58,6 +58,8 @@ def fit_value(value: Any, current: Any, where: str = "value") -> Any:
     if hasattr(current, "dtype") and hasattr(current, "shape"):  # numpy array
         import numpy
 
+        if isinstance(value, str):
+            raise TraceError(f"{where} must be an array of {current.dtype}, got {_kind(value)}")
         try:
             return numpy.asarray(value, dtype=current.dtype)
         except (TypeError, ValueError) as error:
