@@ -401,3 +401,13 @@ def test_parameter_accessors():
     gain._set(3.0)
     assert gain.data == 3.0
     assert isinstance(node(1), Node) and node(1).is_root and node(1).is_leaf
+
+
+def test_names_left_out_say_what_to_use_instead():
+    with pytest.raises(ImportError, match="name_scope"):
+        from trace_control.trace import GRAPH  # noqa: F401
+    with pytest.raises(ImportError, match="Feedback"):
+        from trace_control.trace import TraceGraph  # noqa: F401
+    import trace_control.trace as trace
+
+    assert not hasattr(trace, "no_such_name")

@@ -34,6 +34,23 @@ from trace_control.trace.propagation import GraphPropagator, backward
 from trace_control.trace.state import atomic_write_text, fit_value, to_literal
 from trace_control.trace.visualize import to_dot
 
+# trace-opt names left out on purpose, and what to use instead (see docs/engine.md)
+_LEFT_OUT = {
+    "GRAPH": "there is no process-global graph: graphs are freed when nothing holds them, and name_scope() "
+             "restarts the names; there is nothing to clear",
+    "USED_NODES": "there is no process-global registry; bundle records the nodes a body reads by itself",
+    "for_all_methods": "apply the decorator to each method in the class body",
+    "TraceGraph": "use Feedback: node.feedback holds Feedback records (user_feedback, graph, visualize, expand)",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LEFT_OUT:
+        # ImportError, so that ``from trace_control.trace import GRAPH`` shows the reason
+        raise ImportError(f"trace_control.trace has no {name}: {_LEFT_OUT[name]}", name=name)
+    raise AttributeError(f"module 'trace_control.trace' has no attribute {name!r}")
+
+
 __all__ = [
     "ExceptionNode", "ExecutionError", "Feedback", "FeedbackLog", "FunOp", "FunctionFeedback", "GraphPropagator",
     "Map", "MessageNode", "Module", "NestedMessageNode", "Node", "NodeContainer", "ParameterContainer",

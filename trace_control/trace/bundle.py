@@ -270,15 +270,16 @@ class FunOp(ParameterContainer):
     def _plain_kwargs(kwargs: dict) -> dict:
         return {key: value.data if isinstance(value, Node) else value for key, value in kwargs.items()}
 
-    def _finish(self, result: Any, inputs: dict[str, Node], used: list[Node], instance: Any,
-                info: dict | None = None) -> MessageNode:
+    def _finish(self, result: Any, inputs: dict[str, Node], used: list[Node], instance: Any) -> MessageNode:
+        """The call's output node; the nodes the body read join its inputs."""
+        info = self._info
         if used:
             external = self._add_dependencies(inputs, used, instance)
             if external:
-                info = {**(info or self._info), "external_dependencies": external}
+                info = {**info, "external_dependencies": external}
         if isinstance(result, Node):
             result = result._data
-        return MessageNode(result, inputs, self.op_name, self.description, info or self._info)
+        return MessageNode(result, inputs, self.op_name, self.description, info)
 
     def _fail(self, error: Exception, inputs: dict[str, Node], used: list[Node], instance: Any) -> NoReturn:
         self._add_dependencies(inputs, used, instance)
