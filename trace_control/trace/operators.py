@@ -161,26 +161,9 @@ def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
     The arguments reach ``fn`` as given (nodes stay nodes), so a callable written
     for nodes can trace inside; a node it returns yields its value.
     """
-    named = [("fn", fn)] + [(f"arg{i}", a) for i, a in enumerate(args)] + list(kwargs.items())
-    if not context.is_tracing():
-        target = fn.data if isinstance(fn, Node) else fn
-        result = target(*args, **kwargs)
-        if isinstance(result, Node):
-            result = result._data
-        return result if context.in_op_body() else Node(result, name="call")
-    inputs = {arg: value if isinstance(value, Node) else constant_node(value) for arg, value in named}
-    target = inputs["fn"]._data
-    try:
-        result = target(*args, **kwargs)
-    except ExecutionError:
-        raise
-    except Exception as error:
-        failed = ExceptionNode(f"({type(error).__name__}) {error}", inputs, error, name="call",
-                               description="[call] fn(*args, **kwargs)")
-        raise ExecutionError(failed) from error
-    if isinstance(result, Node):
-        result = result._data
-    return MessageNode(result, inputs, name="call", description="[call] fn(*args, **kwargs)")
+    target = fn.data if isinstance(fn, Node) else fn
+    named = (("fn", fn),) + tuple((f"arg{i}", a) for i, a in enumerate(args)) + tuple(kwargs.items())
+    return record_op("call", lambda *_values: target(*args, **kwargs), "[call] fn(*args, **kwargs)", named)
 
 
 def __getattr__(name: str) -> Any:
