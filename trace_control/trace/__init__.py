@@ -14,14 +14,15 @@ from trace_control.trace.context import is_tracing, name_scope, stop_tracing
 from trace_control.trace.errors import ExecutionError, TraceError, TraceMissingInputsError
 from trace_control.trace.feedback import (
     Feedback,
+    FeedbackLog,
     FunctionFeedback,
+    call_text,
     node_to_function_feedback,
     sum_feedback,
 )
 from trace_control.trace.module import Module, model
 from trace_control.trace.nodes import (
     ExceptionNode,
-    FeedbackLog,
     MessageNode,
     NestedMessageNode,
     Node,
@@ -55,6 +56,6 @@ __all__ = [
     "ExceptionNode", "ExecutionError", "Feedback", "FeedbackLog", "FunOp", "FunctionFeedback", "GraphPropagator",
     "Map", "MessageNode", "Module", "NestedMessageNode", "Node", "NodeContainer", "ParameterContainer",
     "ParameterNode", "Seq", "TraceError", "TraceMissingInputsError", "ancestors", "apply_op", "atomic_write_text",
-    "backward", "bundle", "contain", "fit_value", "is_tracing", "model", "name_scope", "node",
+    "backward", "bundle", "call_text", "contain", "fit_value", "is_tracing", "model", "name_scope", "node",
     "node_to_function_feedback", "operators", "stop_tracing", "sum_feedback", "to_data", "to_dot", "to_literal",
 ]
