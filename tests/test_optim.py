@@ -8,7 +8,7 @@ import re
 import pytest
 
 from tests.llm_server import ScriptedLLMServer, answer
-from trace_control.llm import LLMClient, ReplayMissError, LLMNotConfiguredError
+from trace_control.llm import LLMClient, LLMNotConfiguredError, ReplayMissError
 from trace_control.optim import OPRO, OptoPrime, convert, count_tokens, parse_answer, prompt_tokens, tokenizer_name
 from trace_control.optim.base import RECORDS_KEPT
 from trace_control.trace import bundle, name_scope, node
