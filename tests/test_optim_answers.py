@@ -142,16 +142,18 @@ def test_huge_and_nasty_answers_through_the_real_client_never_raise():
     prompt stays within the budget, with the problems capped."""
     policy = Policy()
     nasty = ['{"suggestion": {"gain0": ' + "1" * 5000 + "}}", "x" * 3_000_000,
-             '{"reasoning": "' + "y" * 3_000_000 + '", "suggestion": {"gain0": NaN}}', answer({})]
+             '{"reasoning": "' + "y" * 3_000_000 + '", "suggestion": {"gain0": 5.0}}',
+             '{"reasoning": "not a number", "suggestion": {"gain0": NaN}}', answer({})]
     with ScriptedLLMServer(nasty) as server:
         client = LLMClient(model="m", base_url=server.base_url, api_key="k", max_retries=1)
         optimizer = OptoPrime(policy, llm=client, max_prompt_tokens=3000)
         results = []
-        for _ in range(4):
+        for _ in range(5):
             optimizer.zero_feedback()
             optimizer.backward(policy.act(policy.gain), "bigger")
             results.append(optimizer.step())
             assert len(optimizer.last_record.reasoning) <= 5000
         prompts = [body["messages"][-1]["content"] for body in server.requests]
     assert results[0] == {} and "out of range" in prompts[1]
-    assert math.isnan(results[2][policy.gain]) and len(prompts[3]) < 20_000
+    assert results[2] == {} and "3,000,0" in prompts[3] and "characters long" in prompts[3]
+    assert math.isnan(results[3][policy.gain]) and max(len(prompt) for prompt in prompts) < 20_000

@@ -220,7 +220,7 @@ def _runner_for(config):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from trace_control.config import build_config, config_from_record, read_config_file
+    from trace_control.config import NEVER_INHERITED, build_config, config_from_record, read_config_file
     from trace_control.llm import Recorder, ReplayMissError
     from trace_control.runs import CONFIG, LLM_CALLS, STATE, RunFolder
     from trace_control.train import Trainer
@@ -229,10 +229,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         run = RunFolder(args.resume)
         if not run.file(CONFIG).is_file() or not run.file(STATE).is_file():
             raise UsageError(f"{args.resume} is not a run folder that can be resumed (no {CONFIG} / {STATE})")
-        if settings_given(args) or args.config or args.replay:
-            raise UsageError("--resume continues a run with its recorded settings; give no other settings")
+        given = settings_given(args)
+        if set(given) - {"in_process"} or args.config or args.replay:
+            raise UsageError("--resume continues a run with its recorded settings; give no other settings "
+                             "(--in-process aside)")
         saved = json.loads(run.file(CONFIG).read_text(encoding="utf-8"))
-        config, sources = config_from_record(saved), saved.get("sources", {})
+        config, sources = config_from_record(saved, given), saved.get("sources", {})
         llm = _make_llm(config)
     else:
         replay, replay_run = _replay_source(args.replay) if args.replay else (None, None)
@@ -240,7 +242,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if replay_run is not None:
             if not (replay_run / CONFIG).is_file():
                 raise UsageError(f"{replay_run} has no {CONFIG}: replay needs the recorded run's settings")
-            base = {k: v for k, v in read_config_file(replay_run / CONFIG).items() if k != "task"}
+            base = {k: v for k, v in read_config_file(replay_run / CONFIG).items()
+                    if k != "task" and k not in NEVER_INHERITED}
             recorded_task = read_config_file(replay_run / CONFIG).get("task")
             if task and _task(task).name != recorded_task:
                 raise UsageError(f"the recording is of {recorded_task}, not {_task(task).name}: a replay "

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from trace_control.sandbox.host import error_record
-from trace_control.sandbox.jail import ControllerRaised, Jail, JailFault, JailLimits, cap_text
+from trace_control.sandbox.jail import ControllerRaised, Jail, JailFault, JailLimits, cap_text, clean_text
 from trace_control.trace import Module
 from trace_control.trace.export import export_module
 from trace_control.trace.source import annotate
@@ -60,7 +60,8 @@ class ControllerCode:
 
     def describe(self, record: Mapping[str, Any]) -> str:
         """An error record (type, message, frames) as feedback, with the failing line marked."""
-        text = f"({record['type']}) {cap_text(str(record['message']))}"
+        message = cap_text(clean_text(str(record["message"])))
+        text = f"({record['type']}) " + message.replace("\n", "\n  | ")  # its own lines stay visibly its own
         lines = [line for name, line in record["frames"] if name == self.filename]
         if not lines:
             return text

@@ -184,7 +184,7 @@ def make_report(run_path: str | Path, with_video: bool = True) -> dict[str, Path
         try:
             record_video(ControllerCode.from_file(run.file(BEST)), config.task, out, seeds=config.test_seeds[:2],
                          layout="grid", env_kwargs=config.env_kwargs(), width=240, height=240,
-                         jailed=not config.in_process, limits=config.jail_limits())
+                         jailed=True, limits=config.jail_limits())
             written["video"] = out
             video_name = out.name
         except (JailUnavailable, ValueError, OSError) as error:

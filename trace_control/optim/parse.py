@@ -9,6 +9,7 @@ which validation refuses with a reason.
 from __future__ import annotations
 
 import ast
+import itertools
 import json
 import re
 from dataclasses import dataclass, field
@@ -17,6 +18,9 @@ from typing import Any
 from trace_control.optim.render import clip, compact
 
 MAX_START_POSITIONS = 200
+MAX_ANSWER_CHARS = 200_000
+MAX_FENCES = 8
+MAX_LITERAL_ATTEMPTS = 20
 MAX_REASONING_CHARS = 4000
 MAX_INTEGER_DIGITS = 400  # beyond the range of a float; Python refuses to parse past 4,300
 
@@ -53,6 +57,8 @@ class Answer:
 def _objects(text: str) -> list[dict]:
     found: list[dict] = []
     starts = [match.start() for match in re.finditer(r"\{", text)][:MAX_START_POSITIONS]
+    closing = _closing_braces(text) if starts else {}
+    literal_attempts = MAX_LITERAL_ATTEMPTS
     end_of_last = -1
     for start in starts:
         if start < end_of_last:
@@ -60,17 +66,22 @@ def _objects(text: str) -> list[dict]:
         try:
             value, end = _DECODER.raw_decode(text, start)
         except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
-            value, end = _python_literal(text, start)
+            value, end = None, start
+            if start in closing and literal_attempts > 0:
+                literal_attempts -= 1
+                value, end = _python_literal(text, start, closing[start])
         if isinstance(value, dict):
             found.append(value)
             end_of_last = end
     return found
 
 
-def _python_literal(text: str, start: int) -> tuple[Any, int]:
-    depth, quote, escaped = 0, "", False
-    for index in range(start, min(len(text), start + 200_000)):
-        char = text[index]
+def _closing_braces(text: str) -> dict[int, int]:
+    """Where each ``{`` outside a quoted string is closed, in one pass over ``text``."""
+    closing: dict[int, int] = {}
+    opened: list[int] = []
+    quote, escaped = "", False
+    for index, char in enumerate(text):
         if quote:
             if escaped:
                 escaped = False
@@ -81,15 +92,18 @@ def _python_literal(text: str, start: int) -> tuple[Any, int]:
         elif char in "'\"":
             quote = char
         elif char == "{":
-            depth += 1
-        elif char == "}":
-            depth -= 1
-            if depth == 0:
-                try:
-                    return ast.literal_eval(text[start:index + 1]), index + 1
-                except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-                    return None, start
-    return None, start
+            opened.append(index)
+        elif char == "}" and opened:
+            closing[opened.pop()] = index
+    return closing
+
+
+def _python_literal(text: str, start: int, end: int) -> tuple[Any, int]:
+    """The Python literal (e.g. single quotes, True/None) spanning ``text[start:end + 1]``, if it is one."""
+    try:
+        return ast.literal_eval(text[start:end + 1]), end + 1
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return None, start
 
 
 def read_literal(text: str) -> Any:
@@ -108,7 +122,10 @@ def parse_answer(text: Any, finish_reason: str | None = None) -> Answer:
     """Find the answer object in ``text``; problems explain what was wrong."""
     if not isinstance(text, str) or not text.strip():
         return Answer(problems=["the answer was empty"])
-    candidates = [match.group(1) for match in _FENCE.finditer(text)] + [text]
+    if len(text) > MAX_ANSWER_CHARS:
+        return Answer(problems=[f"the answer was {len(text):,} characters long; answers are read up to "
+                                f"{MAX_ANSWER_CHARS:,} (the code may be at most a few thousand lines)"])
+    candidates = [match.group(1) for match in itertools.islice(_FENCE.finditer(text), MAX_FENCES)] + [text]
     objects: list[dict] = []
     for candidate in candidates:
         objects = _objects(candidate)

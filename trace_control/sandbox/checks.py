@@ -20,11 +20,14 @@ FORBIDDEN_NAMES = frozenset({
     "delattr", "input", "breakpoint", "memoryview", "help", "exit", "quit", "__builtins__", "__loader__",
     "__spec__",
 })
-# numpy's doors to files and foreign code
+# numpy's doors to files and foreign code, reflection's doors to frames and code, modules re-exported
 FORBIDDEN_ATTRIBUTES = frozenset({
     "save", "savez", "savez_compressed", "savetxt", "load", "loadtxt", "genfromtxt", "fromfile", "tofile",
     "fromregex", "memmap", "ctypeslib", "ctypes", "lib", "DataSource", "f2py", "testing", "distutils",
-    "system", "popen",
+    "system", "popen", "attrgetter", "methodcaller", "tb_frame", "tb_next", "gi_frame", "gi_code", "cr_frame",
+    "ag_frame", "f_globals", "f_locals", "f_builtins", "f_back", "f_code", "format_map",
+    "os", "sys", "builtins", "importlib", "subprocess", "inspect", "gc", "io", "pathlib", "shutil", "socket",
+    "signal", "pickle", "marshal", "types", "threading", "resource",
 })
 MAX_CODE_CHARS = 20_000
 
@@ -88,15 +91,19 @@ def _reach(tree: ast.AST) -> list[str]:
             root = (item.module or "").split(".")[0]
             if item.level or root not in ALLOWED_IMPORTS:
                 problems.append(_import_problem(item.module or ".", item.lineno))
+            for alias in item.names:
+                if alias.name.startswith("_") and root != "__future__" or alias.name in FORBIDDEN_ATTRIBUTES:
+                    problems.append(f"the controller imports {alias.name} from {item.module} (line {item.lineno}), "
+                                    "which is not allowed (no private names, no modules re-exported)")
         elif isinstance(item, ast.Name) and item.id in FORBIDDEN_NAMES:
             problems.append(f"the controller uses {item.id} (line {item.lineno}), which is not allowed")
         elif isinstance(item, ast.Attribute):
-            if item.attr.startswith("__") and item.attr.endswith("__"):
+            if item.attr.startswith("_"):
                 problems.append(f"the controller uses the attribute {item.attr} (line {item.lineno}); "
-                                "double-underscore attributes are not allowed")
+                                "private and double-underscore attributes are not allowed")
             elif item.attr in FORBIDDEN_ATTRIBUTES:
                 problems.append(f"the controller uses .{item.attr} (line {item.lineno}), which is not allowed "
-                                "(no file or foreign-code access)")
+                                "(it reaches files, foreign code or the interpreter's internals)")
         elif isinstance(item, (ast.Global, ast.Nonlocal)):
             problems.append(f"the controller uses a {type(item).__name__.lower()} statement "
                             f"(line {item.lineno}), which is not allowed")

@@ -86,7 +86,7 @@ def compile_function(source: str, fn_name: str, namespace: dict[str, Any], filen
     """
     if not isinstance(source, str):
         raise CodeDefinitionError(f"code must be text, got {type(source).__name__}")
-    lines = source.splitlines(keepends=True)
+    lines = [line + "\n" for line in source.split("\n")]
     linecache.cache[filename] = (len(source), None, lines, filename)
     flags = _ANNOTATIONS_FLAG if future_annotations else 0
     code = compile(source, filename, "exec", flags=flags, dont_inherit=True)
@@ -114,7 +114,7 @@ def failing_line(error: BaseException, filename: str) -> int | None:
 
 def annotate(source: str, line: int | None, context_lines: int = 6, max_lines: int = 40) -> str:
     """Number the lines of ``source`` and mark ``line`` with ``>>``."""
-    lines = source.splitlines()
+    lines = source.split("\n")  # Python's own line breaks, as line numbers count
     start, end = 0, len(lines)
     if len(lines) > max_lines:
         if line is None:
