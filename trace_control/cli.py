@@ -628,6 +628,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from trace_control.config import ConfigError
     from trace_control.envs import ensure_headless_rendering
+    from trace_control.sandbox import JailUnavailable
 
     ensure_headless_rendering()
     parser = build_parser()
@@ -643,6 +644,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"trace-control: error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except JailUnavailable as error:  # it worked at the start, then stopped: resume once it is fixed
+        if args.debug:
+            raise
+        print(f"trace-control: error: the jail stopped working: {error}", file=sys.stderr)
         return EXIT_FAILED
 
 

@@ -173,8 +173,9 @@ def bwrap_path() -> str:
 class Jail:
     """One jailed host process. ``load`` a controller, then per episode ``begin`` and ``act``."""
 
-    def __init__(self, limits: JailLimits | None = None) -> None:
+    def __init__(self, limits: JailLimits | None = None, cpu: int | None = None) -> None:
         self.limits = limits or JailLimits()
+        self.cpu = cpu
         self.process: subprocess.Popen | None = None
         self.status = JailStatus()
         self.output = bytearray()
@@ -183,10 +184,16 @@ class Jail:
         self._buffer = b""
         self._episode_deadline = math.inf
         self._host_pid = 0
+        self._info_fd = -1
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
         """Start the jail and wait for its hello. Raises :class:`JailUnavailable` when it cannot be built."""
+        self.launch()
+        self.wait_ready()
+
+    def launch(self) -> None:
+        """Start the jail's processes without waiting for them (see :meth:`wait_ready`)."""
         bwrap = bwrap_path()
         try:
             jail_program, no_exec_program = seccomp.jail_filter(), seccomp.no_exec_filter()
@@ -222,6 +229,7 @@ class Jail:
                       "--chdir", "/tmp", "--",
                       executable, "-I", "-S", "-B", "-u", "-X", "utf8", "/jail/host.py", json.dumps(settings)]
         inherited = [host_fd, filter_fd, no_exec_fd, reply_write, info_write]
+        share_a_cpu(self.cpu)
         try:
             self.process = subprocess.Popen(arguments, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                             stderr=subprocess.STDOUT, pass_fds=inherited, env={},
@@ -234,16 +242,21 @@ class Jail:
             os.close(descriptor)
         os.set_blocking(self.process.stdin.fileno(), False)
         self._reply_fd = reply_read
+        self._info_fd = info_read
         self._output_fd = self.process.stdout.fileno()
         self._buffer = b""
         self.output = bytearray()
+
+    def wait_ready(self) -> None:
+        """Wait for the launched jail's hello and read its status; :class:`JailUnavailable` if it never comes."""
+        info_read, self._info_fd = self._info_fd, -1
         try:
             kind, payload = self._receive(time.monotonic() + self.limits.startup_seconds, (b"H",))
         except JailFault:
             os.close(info_read)
             said = bytes(self.output).decode("utf-8", "replace").strip().splitlines()
             self.kill()
-            detail = said[-1] if said else "it stopped without a word"
+            detail = clean_text(said[-1]) if said else "it stopped without a word"
             raise JailUnavailable(f"the jail could not be built ({detail}): {FIX}") from None
         hello = _json_object(payload)
         self.status = self._inspect(info_read)
@@ -301,9 +314,10 @@ class Jail:
                 stream.close()
             except OSError:
                 pass
-        if self._reply_fd >= 0:
-            os.close(self._reply_fd)
-            self._reply_fd = -1
+        for descriptor in (self._reply_fd, self._info_fd):
+            if descriptor >= 0:
+                os.close(descriptor)
+        self._reply_fd = self._info_fd = -1
         self.process = None
 
     close = kill
@@ -440,6 +454,26 @@ class Jail:
             checked.append((frame[0][:200], frame[1]))
         return {"type": _printable(clean_text(kind[:100])) or "Error", "message": cap_text(clean_text(message)),
                 "frames": checked}
+
+
+def share_a_cpu(cpu: int | None = None) -> None:
+    """Pin the calling thread (and so the jail it starts next) to one CPU.
+
+    Every controller call is a round trip between this thread and the jail, and neither runs
+    while the other works: on one CPU the hand-over is a plain context switch, across two it
+    costs a cross-CPU wake-up, several times slower (see benchmarks/suite.py). ``cpu`` defaults
+    to the one the thread runs on now; a CPU it may not use is ignored.
+    """
+    allowed = os.sched_getaffinity(0)
+    if len(allowed) < 2:
+        return
+    if cpu is None:
+        try:
+            cpu = int(Path("/proc/thread-self/stat").read_text().rsplit(")", 1)[1].split()[36])
+        except (OSError, ValueError, IndexError):
+            return
+    chosen = sorted(allowed)[cpu % len(allowed)] if cpu not in allowed else cpu
+    os.sched_setaffinity(0, {chosen})
 
 
 def cap_text(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
