@@ -31,7 +31,7 @@ from trace_control.rollout import Episode, batch_rollout
 from trace_control.runners import Runner, evaluate, make_runner
 from trace_control.runs import BEST, CONFIG, LAST, LLM_CALLS, PROMPTS, RESULTS, STATE, RunFolder
 from trace_control.sandbox import check_controller_code
-from trace_control.trace import Module, name_scope, to_literal
+from trace_control.trace import Module, name_scope
 
 
 def build_controller(config: TrainConfig) -> Module:
@@ -153,19 +153,12 @@ class Trainer:
         self.state = TrainState()
 
     # -- parameters and checkpoints ---------------------------------------------------------------
-    def parameters(self) -> dict:
-        return {key: to_literal(p.data, key) for key, p in self.controller.parameters_dict().items()}
-
-    def set_parameters(self, values: dict) -> None:
-        parameters = self.controller.parameters_dict()
-        for key, value in values.items():
-            parameters[key]._set(value)
 
     def code(self) -> ControllerCode:
         return ControllerCode.from_module(self.controller)
 
     def _checkpoint(self) -> None:
-        self.state.parameters = self.parameters()
+        self.state.parameters = self.controller.state_dict()
         self.state.optimizer = self.optimizer.state_dict()
         self.state.sampler = self.sampler.state_dict()
         self.state.usage = self.llm.usage.summary()
@@ -176,7 +169,7 @@ class Trainer:
         saved = self.run.read_json(STATE)
         self.state = TrainState(**{key: value for key, value in saved.items()
                                    if key in {f.name for f in dataclasses.fields(TrainState)}})
-        self.set_parameters(self.state.parameters)
+        self.controller.load_state_dict(self.state.parameters, strict=True)
         self.optimizer.load_state_dict(self.state.optimizer)
         self.sampler.load_state_dict(self.state.sampler)
         self.llm.usage.restore(self.state.usage)
@@ -215,7 +208,7 @@ class Trainer:
         self.controller.export(self.run.file(LAST))
         self.state.best_validation = self.state.last_validation
         self.run.append_log({"iteration": 0, "kind": "initial", "validation": self.state.last_validation,
-                             "parameters": self.parameters(), "tokens": self.llm.usage.summary()})
+                             "parameters": self.controller.state_dict(), "tokens": self.llm.usage.summary()})
         self._checkpoint()
         self.echo(f"iteration 0 (starting controller): validation success {report.success_rate:.2f}, "
                   f"return {report.return_mean:.2f}")
@@ -319,14 +312,13 @@ class Trainer:
             if not proposal.update:
                 candidates.append({"index": index, "skipped": "no valid change", "problems": proposal.problems})
                 continue
-            backup = {p: p.data for p in proposal.update}
+            backup = self.controller.state_dict()
             for parameter, value in proposal.update.items():
-                parameter._set(value)
+                parameter.set_value(value)
             try:
                 episodes = self.runner.run(self.code(), seeds)
             finally:
-                for parameter, value in backup.items():
-                    parameter._set(value)
+                self.controller.load_state_dict(backup)
             self.state.train_env_steps += sum(e.length for e in episodes)
             successes = sum(e.success for e in episodes)
             mean_return = sum(e.episode_return for e in episodes) / len(episodes)

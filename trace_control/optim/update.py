@@ -242,4 +242,4 @@ def validate(resolved: dict[ParameterNode, Any], originals: dict[ParameterNode, 
 
 def apply(update: dict[ParameterNode, Any]) -> None:
     for parameter, value in update.items():
-        parameter._set(value)
+        parameter.set_value(value)
