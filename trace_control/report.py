@@ -262,19 +262,18 @@ def comparison_row(run: RunFolder) -> dict:
     """One finished run's figures for the side-by-side table; FileNotFoundError for an unfinished one.
 
     ``env_steps`` is what learning used (training plus validation episodes); ``learning_seconds`` is the
-    wall time of learning: an RL run's training, an LLM run's iterations as ``log.jsonl`` timed them (its
-    first validation and the test are not timed there). Neither counts the test.
+    wall time of learning: an RL run's training, an LLM run's iterations and validations (LLM calls
+    included). Neither counts the test.
     """
     if not run.file(RESULTS).is_file():
         raise FileNotFoundError(f"{run.path} has no {RESULTS}: only finished runs can be compared")
     results, settings = run.read_json(RESULTS), run_settings(run)
     baseline = is_baseline(run)
+    seconds = results["seconds"]["train"]
     if baseline:
-        learner, seconds, tokens = f"RL: {results['baseline']['algorithm']}", results["seconds"]["train"], None
+        learner, tokens = f"RL: {results['baseline']['algorithm']}", None
     else:
-        learner = f"LLM: {results['llm'].get('model') or '?'}"
-        seconds = sum(record.get("seconds", 0.0) for record in run.read_log())
-        tokens = results["llm"]["total_tokens"]
+        learner, tokens = f"LLM: {results['llm'].get('model') or '?'}", results["llm"]["total_tokens"]
     return {"run": run.path.name, "task": results["task"], "method": results["method"], "learner": learner,
             "test_success": results["test"]["success_rate"], "test_interval": results["test"]["success_interval"],
             "test_placements": settings.get("test_seeds", str(results.get("test_seeds", "?"))),

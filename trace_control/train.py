@@ -122,6 +122,7 @@ class TrainState:
     train_successes: int = 0
     train_env_steps: int = 0
     validation_env_steps: int = 0
+    learning_seconds: float = 0.0
     stopped: str | None = None
 
 
@@ -203,7 +204,9 @@ class Trainer:
         return report
 
     def _start(self) -> None:
+        started = time.perf_counter()
         report = self._validate()
+        self.state.learning_seconds += time.perf_counter() - started
         self.controller.export(self.run.file(BEST))
         self.controller.export(self.run.file(LAST))
         self.state.best_validation = self.state.last_validation
@@ -249,6 +252,7 @@ class Trainer:
         record.update({"validation": state.last_validation if validated else None,
                        "best_iteration": state.best_iteration, "tokens": self.llm.usage.summary(),
                        "stopped": stopped, "seconds": round(time.perf_counter() - started, 3)})
+        state.learning_seconds += record["seconds"]
         self.run.append_log(record)
         state.iteration = iteration
         state.stopped = stopped
@@ -362,9 +366,11 @@ class Trainer:
 
     def _finish(self, stopped: str) -> dict:
         state, usage = self.state, self.llm.usage.summary()
+        started = time.perf_counter()
         test = self._test(BEST)
         same = self.run.file(BEST).read_text(encoding="utf-8") == self.run.file(LAST).read_text(encoding="utf-8")
         last_test = test if same else self._test(LAST)
+        test_seconds = time.perf_counter() - started
         llm_failed_all = usage["calls"] == 0 and usage["failed_calls"] > 0
         results = {
             "task": self.config.task, "method": self.config.label(), "protocol": self.config.protocol,
@@ -376,6 +382,7 @@ class Trainer:
             "env_steps": {"train": state.train_env_steps, "validation": state.validation_env_steps,
                           "test": test["env_steps"] + (0 if same else last_test["env_steps"])},
             "train_episodes": state.train_episodes, "train_successes": state.train_successes,
+            "seconds": {"train": round(state.learning_seconds, 3), "test": round(test_seconds, 3)},
             "llm": {**{key: usage[key] for key in ("calls", "failed_calls", "prompt_tokens", "completion_tokens",
                                                     "total_tokens", "cost_usd")}, "model": self.llm.model},
             "isolation": self.runner.isolation,
