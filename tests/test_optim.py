@@ -366,3 +366,23 @@ def test_tokens_are_counted_in_cl100k_when_installed_else_estimated():
     else:
         assert tokenizer_name() == "characters/4" and count_tokens(text) == 3
     assert prompt_tokens("", text) == count_tokens(text) + 9
+
+
+@bundle(trainable=True)
+def one_more(x):
+    return x + 1
+
+
+def test_a_bundled_function_is_optimized_directly_and_an_optimizer_deep_copies():
+    """trace-opt users write OptoPrime(fn.parameters()) or OptoPrime(fn); deep copies share the client."""
+    import copy
+
+    client = LLMClient(base_url="http://127.0.0.1:9/v1", api_key="k")
+    optimizer = OptoPrime(one_more, llm=client)
+    assert optimizer.parameters == one_more.parameters() and "#Feedback" in OptoPrime.default_objective
+    twin = copy.deepcopy(optimizer)
+    assert twin.llm is client and twin.parameters[0] is not optimizer.parameters[0]
+    output = one_more(node(1))
+    optimizer.backward(output, "bigger")
+    summary = optimizer.summarize()
+    assert summary.feedback == "bigger" and output in summary.nodes

@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
+import tempfile
 import time
 import typing
 from pathlib import Path
@@ -439,8 +439,10 @@ def _check_output(path: Path) -> None:
         folder = folder.parent
     if not folder.is_dir():
         raise UsageError(f"--out {path}: {folder} is a file, not a folder")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {path}: {folder} is not writable")
+    try:  # the one test that holds for every user and file system: write something there
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as error:
+        raise UsageError(f"--out {path}: cannot write in {folder} ({error.strerror or error})") from None
 
 
 def cmd_record(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@ asking the LLM, applying answers, and a bounded history of steps."""
 
 from __future__ import annotations
 
+import copy
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from trace_control.optim.prompts import NO_FEEDBACK
 from trace_control.optim.render import clip, compact
 from trace_control.optim.tokens import prompt_tokens
 from trace_control.optim.update import CodeChecker, apply, resolve_names, validate
-from trace_control.trace import Module, Node, ParameterNode, TraceError, to_literal
+from trace_control.trace import Feedback, Node, ParameterContainer, ParameterNode, TraceError, sum_feedback, to_literal
 
 MIN_PROMPT_TOKENS = 500
 RECORDS_KEPT = 10  # steps whose record (prompt, answers) the optimizer keeps
@@ -76,11 +77,11 @@ class Optimizer:
 
     system_prompt = ""
 
-    def __init__(self, parameters: Iterable[ParameterNode] | Module, llm: LLMClient | None = None,
+    def __init__(self, parameters: Iterable[ParameterNode] | ParameterContainer, llm: LLMClient | None = None,
                  memory_size: int = 0, objective: str | None = None, max_prompt_tokens: int | None = 6000,
                  num_candidates: int = 1, code_checker: CodeChecker | None = None,
                  aliases: dict[str, ParameterNode] | None = None) -> None:
-        if isinstance(parameters, Module):
+        if isinstance(parameters, ParameterContainer):  # a Module, or a bundled function
             aliases = {**parameters.parameters_dict(), **(aliases or {})}
             parameters = parameters.parameters()
         self.parameters: list[ParameterNode] = [p for p in parameters]
@@ -100,6 +101,19 @@ class Optimizer:
         self.originals = {p: p.data for p in self.parameters if isinstance(p.data, str)}
         self.pending_problems: list[str] = []
         self.records: deque[StepRecord] = deque(maxlen=RECORDS_KEPT)
+
+    def __deepcopy__(self, memo: dict) -> Optimizer:
+        """A copy with its own parameters and memory that shares the LLM client (a connection pool)."""
+        memo[id(self.llm)] = self.llm
+        copied = type(self).__new__(type(self))
+        memo[id(self)] = copied
+        for key, value in self.__dict__.items():
+            setattr(copied, key, copy.deepcopy(value, memo))
+        return copied
+
+    def summarize(self) -> Feedback:
+        """All feedback the parameters hold, summed into one record (trace-opt's ``summarize``)."""
+        return sum_feedback(self.parameters)
 
     def _check_unique_names(self) -> None:
         seen: dict[str, ParameterNode] = {}

@@ -9,7 +9,7 @@ from trace_control.optim.base import Optimizer
 from trace_control.optim.compose import compose
 from trace_control.optim.memory import memory_part
 from trace_control.optim.problem import build_problem, normalize_section
-from trace_control.optim.prompts import MEMORY, OPTOPRIME_SYSTEM
+from trace_control.optim.prompts import DEFAULT_INSTRUCTION, MEMORY, OPTOPRIME_SYSTEM
 from trace_control.optim.report import ORDER, report_parts
 from trace_control.optim.update import CodeChecker
 from trace_control.trace import Module, ParameterNode
@@ -26,6 +26,7 @@ class OptoPrime(Optimizer):
     """
 
     system_prompt = OPTOPRIME_SYSTEM
+    default_objective = DEFAULT_INSTRUCTION  # trace-opt's name: a hint is often prepended to it
 
     def __init__(self, parameters: Iterable[ParameterNode] | Module, llm: LLMClient | None = None,
                  memory_size: int = 0, objective: str | None = None, mask: Iterable[str] = (),
