@@ -143,25 +143,24 @@ def cmd_list(args: argparse.Namespace) -> int:
         finally:
             env.close()
         return 0
+    from trace_control.controllers.experts import EXPERTS
+
     print("tasks (details: trace-control list TASK):")
     for info in envs.TASKS.values():
         print(f"  {info.name:<26} {info.env_id:<46} success: {info.success}")
-    task_sets = getattr(envs, "TASK_SETS", {})
-    if task_sets:
-        print("\ntask sets (--tasks NAME in experiment):")
-        for name, members in task_sets.items():
-            print(f"  {name:<26} {len(members)} tasks: {', '.join(members[:6])}{', ...' if len(members) > 6 else ''}")
-    from trace_control.controllers.experts import EXPERTS
-
-    print("\nreference controllers ('expert' as CONTROLLER):")
-    for task, cls in EXPERTS.items():
-        print(f"  {task:<26} {cls.__module__}:{cls.__name__}")
-    print("\nmethods (--method):")
-    for name, text in METHOD_HELP.items():
-        print(f"  {name:<26} {text}")
-    print("\nprotocols (--protocol):")
-    for name, text in PROTOCOL_HELP.items():
-        print(f"  {name:<26} {text}")
+    sections = {
+        "task sets (--tasks NAME in experiment)": {
+            name: f"{len(members)} tasks: {', '.join(members[:6])}{', ...' if len(members) > 6 else ''}"
+            for name, members in envs.TASK_SETS.items()},
+        "reference controllers ('expert' as CONTROLLER)": {
+            task: f"{cls.__module__}:{cls.__name__}" for task, cls in EXPERTS.items()},
+        "methods (--method)": METHOD_HELP,
+        "protocols (--protocol)": PROTOCOL_HELP,
+    }
+    for title, rows in sections.items():
+        print(f"\n{title}:")
+        for name, text in rows.items():
+            print(f"  {name:<26} {text}")
     return 0
 
 
@@ -542,9 +541,10 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     from trace_control.experiment import recording_llm, run_experiment
     from trace_control.llm import LLMClient, LLMNotConfiguredError
 
-    expand = getattr(envs, "expand_tasks", None)
-    names = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    tasks = expand(",".join(names)) if expand else [_task(name).name for name in names]
+    try:
+        tasks = envs.expand_tasks(args.tasks)
+    except envs.UnknownTaskError as error:
+        raise UsageError(str(error)) from None
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     seeds = parse_seeds(args.seeds, "--seeds")
     if not tasks or not methods:

@@ -38,13 +38,9 @@ def check_controller_code(code: str, fn_name: str) -> list[str]:
         return [f"the code must be text, got {type(code).__name__}"]
     if len(code) > MAX_CODE_CHARS:
         return [f"the code is {len(code):,} characters long; the limit is {MAX_CODE_CHARS:,}"]
-    try:
-        tree = ast.parse(code)
-    except SyntaxError as error:
-        return [f"the code has a syntax error at line {error.lineno}: {error.msg}"]
-    except (ValueError, MemoryError, RecursionError) as error:
-        return [f"the code cannot be parsed: {error}"]
-    problems: list[str] = []
+    tree, problems = _parsed(code, "code")
+    if tree is None:
+        return problems
     definitions = [item for item in tree.body if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef))]
     others = [item for item in tree.body if not isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef,
                                                                   ast.Import, ast.ImportFrom))]
@@ -69,13 +65,18 @@ def _unique(items: list[str]) -> list[str]:
 
 def check_file(text: str) -> list[str]:
     """What an exported controller file reaches for (imports, names, attributes); empty: nothing flagged."""
+    tree, problems = _parsed(text, "file")
+    return problems if tree is None else _unique(_reach(tree))
+
+
+def _parsed(text: str, what: str) -> tuple[ast.AST | None, list[str]]:
+    """(the syntax tree, []) or (None, [why ``text`` does not parse])."""
     try:
-        tree = ast.parse(text)
+        return ast.parse(text), []
     except SyntaxError as error:
-        return [f"the file has a syntax error at line {error.lineno}: {error.msg}"]
+        return None, [f"the {what} has a syntax error at line {error.lineno}: {error.msg}"]
     except (ValueError, MemoryError, RecursionError) as error:
-        return [f"the file cannot be parsed: {error}"]
-    return _unique(_reach(tree))
+        return None, [f"the {what} cannot be parsed: {error}"]
 
 
 def _reach(tree: ast.AST) -> list[str]:
