@@ -25,13 +25,21 @@ from tests.llm_server import ScriptedLLMServer, answer
 from trace_control import controllers, envs
 from trace_control.llm import LLMClient
 from trace_control.optim import OptoPrime, count_tokens, prompt_tokens, tokenizer_name
-from trace_control.rollout import traced_rollout
+from trace_control.policies import ControllerCode, InProcessPolicy
+from trace_control.rollout import graph_from_episode, run_episode
 from trace_control.trace import name_scope
 
 BUDGET = 6000
 ITERATIONS = 10
 TRACE_OPT_REACH_TOKENS = 3000  # trace-opt's reach report, cl100k with its system prompt (typed in)
 GROWTH = {"reach": (0, 3), "push": (0, 3), "pusher": (140, 6)}  # (lines added at first, lines added per answer)
+
+
+def recorded_rollout(env, controller, seed: int):
+    """The trainer's path: an episode run (in this process: our own controllers) and its graph."""
+    policy = InProcessPolicy()
+    policy.load(ControllerCode.from_module(controller))
+    return graph_from_episode(run_episode(env, policy, seed=seed, keep_steps=True), controller)
 
 
 def offline_client(url: str = "http://127.0.0.1:9/v1") -> LLMClient:
@@ -43,7 +51,7 @@ def reach_report() -> tuple[str, str, object]:
     env = envs.make("reach", horizon=10)
     controller = controllers.starting_controller("reach")
     with name_scope():
-        rollout = traced_rollout(env, controller, seed=0)
+        rollout = recorded_rollout(env, controller, seed=0)
         optimizer = OptoPrime(controller, llm=offline_client(), objective=env.instruction, max_prompt_tokens=None)
         optimizer.backward(rollout.output, rollout.feedback)
         user, _ = optimizer.build_prompt([], None)
@@ -101,7 +109,7 @@ def run_task(task: str) -> tuple[list[int], int]:
         optimizer = OptoPrime(controller, llm=offline_client(server.base_url), memory_size=10,
                               objective=env.instruction, max_prompt_tokens=BUDGET)
         for _ in range(ITERATIONS):
-            rollout = traced_rollout(env, controller, seed=0)
+            rollout = recorded_rollout(env, controller, seed=0)
             optimizer.zero_feedback()
             optimizer.backward(rollout.output, rollout.feedback)
             optimizer.step()
@@ -116,7 +124,7 @@ def long_rollout(horizon: int) -> tuple[int, float, list[str]]:
     env = envs.make("pusher", horizon=horizon)
     controller = controllers.starting_controller("pusher")
     with name_scope():
-        rollout = traced_rollout(env, controller, seed=0)
+        rollout = recorded_rollout(env, controller, seed=0)
         optimizer = OptoPrime(controller, llm=offline_client(), objective=env.instruction, max_prompt_tokens=BUDGET)
         optimizer.backward(rollout.output, rollout.feedback)
         started = time.perf_counter()

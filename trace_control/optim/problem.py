@@ -129,8 +129,19 @@ def build_problem(parameters: list[ParameterNode], instruction: str | None = Non
             problem.operations.append(current)
             if op_name(current) not in documented:
                 documented.add(op_name(current))
-                problem.documentation.append(current.description)
+                problem.documentation.append(documentation(current, variables))
     return problem
+
+
+def documentation(operation: Node, variables: set[int]) -> str:
+    """The operation's description, or a pointer to the code variable whose docstring already says it."""
+    text = operation.description
+    name, _, doc = text.partition("] ")
+    first_line = doc.strip().split("\n")[0].strip()
+    for parent in operation.parents:
+        if id(parent) in variables and is_code(parent) and first_line and first_line in parent.data:
+            return f"{name}] the function in {parent.py_name}; its docstring says what it does"
+    return text
 
 
 def normalize_section(name: str) -> str:
