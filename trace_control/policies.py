@@ -161,12 +161,12 @@ class JailedPolicy:
 
     def act(self, observation: Mapping[str, Any]) -> Any:
         layout = [(name, np.shape(value)) for name, value in observation.items()]
-        if layout != self._layout:
-            self.jail.send_layout(layout)
-            self._layout = layout
         values = np.concatenate([np.ravel(np.asarray(value, dtype=float)) for value in observation.values()]) \
             if observation else np.zeros(0)
         try:
+            if layout != self._layout:
+                self.jail.send_layout(layout)
+                self._layout = layout
             return self.jail.act(values)
         except ControllerRaised as raised:
             raise ControllerFailure(self.code.describe(raised.record)) from None

@@ -9,7 +9,6 @@ which validation refuses with a reason.
 from __future__ import annotations
 
 import ast
-import itertools
 import json
 import re
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ def _json_int(text: str) -> int | OversizedNumber:
     return int(text) if digits <= MAX_INTEGER_DIGITS else OversizedNumber(digits)
 
 
-_FENCE = re.compile(r"```[a-zA-Z0-9_+-]*\s*\n?(.*?)```", re.DOTALL)
+_FENCE_LANGUAGE = re.compile(r"[a-zA-Z0-9_+-]*[ \t]*\n?")
 # strict=False admits raw newlines inside strings
 _DECODER = json.JSONDecoder(strict=False, parse_int=_json_int)
 
@@ -52,6 +51,21 @@ class Answer:
     reasoning: str = ""
     suggestion: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+
+
+def fenced_blocks(text: str) -> list[str]:
+    """The contents of ```-fenced blocks, in one pass (no regular expression that can backtrack)."""
+    blocks: list[str] = []
+    start = text.find("```")
+    while start >= 0:
+        body = start + 3
+        body += _FENCE_LANGUAGE.match(text, body).end() - body  # "json\n" after the opening fence
+        end = text.find("```", body)
+        if end < 0:
+            break
+        blocks.append(text[body:end])
+        start = text.find("```", end + 3)
+    return blocks
 
 
 def _objects(text: str) -> list[dict]:
@@ -125,7 +139,7 @@ def parse_answer(text: Any, finish_reason: str | None = None) -> Answer:
     if len(text) > MAX_ANSWER_CHARS:
         return Answer(problems=[f"the answer was {len(text):,} characters long; answers are read up to "
                                 f"{MAX_ANSWER_CHARS:,} (the code may be at most a few thousand lines)"])
-    candidates = [match.group(1) for match in itertools.islice(_FENCE.finditer(text), MAX_FENCES)] + [text]
+    candidates = fenced_blocks(text)[:MAX_FENCES] + [text]
     objects: list[dict] = []
     for candidate in candidates:
         objects = _objects(candidate)

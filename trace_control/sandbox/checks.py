@@ -54,6 +54,13 @@ def check_controller_code(code: str, fn_name: str) -> list[str]:
     return _unique(problems)
 
 
+def _allowed_module(name: str) -> bool:
+    """An allowed module, or a public submodule of one that is not a door (``numpy.linalg``, not
+    ``numpy.ctypeslib``)."""
+    root, *rest = name.split(".")
+    return root in ALLOWED_IMPORTS and not any(part.startswith("_") or part in FORBIDDEN_ATTRIBUTES for part in rest)
+
+
 def _import_problem(module: str, line: int) -> str:
     allowed = ", ".join(sorted(ALLOWED_IMPORTS - {"__future__"}))
     return f"the controller tried to import {module} (line {line}), which is not allowed; allowed: {allowed}"
@@ -85,12 +92,11 @@ def _reach(tree: ast.AST) -> list[str]:
     for item in ast.walk(tree):
         if isinstance(item, ast.Import):
             for alias in item.names:
-                root = alias.name.split(".")[0]
-                if root not in ALLOWED_IMPORTS:
+                if not _allowed_module(alias.name):
                     problems.append(_import_problem(alias.name, item.lineno))
         elif isinstance(item, ast.ImportFrom):
             root = (item.module or "").split(".")[0]
-            if item.level or root not in ALLOWED_IMPORTS:
+            if item.level or not _allowed_module(item.module or ""):
                 problems.append(_import_problem(item.module or ".", item.lineno))
             for alias in item.names:
                 if alias.name.startswith("_") and root != "__future__" or alias.name in FORBIDDEN_ATTRIBUTES:

@@ -2,7 +2,7 @@
 
 The trusted side (this module, in the trainer or an evaluation worker) starts
 ``bwrap`` with a new user, PID, network, IPC, UTS, cgroup and mount namespace, uid
-65534 inside, no capabilities, a fresh ``/proc``, a private size-capped ``/tmp``, and
+65534 inside, no capabilities, no ``/proc``, a private size-capped ``/tmp``, and
 read-only binds of exactly what the interpreter and numpy need (computed from the running
 interpreter). Inside runs :mod:`trace_control.sandbox.host` under two seccomp filters
 (:mod:`trace_control.sandbox.seccomp`) and resource limits. The environment is empty
@@ -213,7 +213,8 @@ class Jail:
                      "--cap-drop", "ALL", "--clearenv"]
         for key, value in THREAD_SETTINGS.items():
             arguments += ["--setenv", key, value]
-        arguments += ["--proc", "/proc", "--dir", "/dev"]
+        # no /proc at all: the kernel's settings (/proc/sys) and the jail's own descriptors stay out of reach
+        arguments += ["--dir", "/dev"]
         for device in DEVICES:
             arguments += ["--dev-bind", device, device]
         arguments += ["--size", str(self.limits.tmp_bytes), "--tmpfs", "/tmp"]
@@ -416,14 +417,17 @@ class Jail:
                     raise self._fault(f"stopped {doing}".strip(), died=True)
                 self._buffer += chunk
 
-    def _drain_output(self) -> None:
-        while self.process is not None:
+    def _drain_output(self, most: int = 1 << 18) -> None:
+        """Read what the jail printed, keeping the first ``output_bytes``; at most ``most`` bytes per call, so a
+        flood cannot hold the trusted side here (a jail that floods on blocks itself, and misses its deadline)."""
+        while self.process is not None and most > 0:
             ready, _, _ = select.select([self._output_fd], [], [], 0)
             if not ready:
                 return
             chunk = os.read(self._output_fd, 1 << 16)
             if not chunk:
                 return
+            most -= len(chunk)
             room = self.limits.output_bytes - len(self.output)
             if room > 0:
                 self.output += chunk[:room]

@@ -33,6 +33,9 @@ DENIED = (
     "fork", "vfork", "clone",
     # sockets: the host talks over inherited pipes only
     "socket", "socketpair",
+    # System V IPC: its memory is outside the address-space limit
+    "shmget", "shmat", "shmctl", "shmdt", "msgget", "msgsnd", "msgrcv", "msgctl", "semget", "semop", "semctl",
+    "semtimedop",
 )
 
 
