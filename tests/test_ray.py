@@ -128,9 +128,8 @@ def test_a_429_holds_back_every_client_for_its_retry_after():
             second = LLMClient(model="gpt-4o-mini", base_url=server.base_url, api_key="k", limiter=budget)
             refused = threading.Thread(target=first.complete, args=(QUESTION,))
             refused.start()
-            while len(server.requests) < 1:
+            while not budget.budget.held_until:  # the 429 has reached the first client
                 threading.Event().wait(0.01)
-            threading.Event().wait(0.2)  # the 429 has reached the first client
             second.complete(QUESTION)
             refused.join()
         told_to_wait = server.arrivals[0]
@@ -187,6 +186,8 @@ def test_evaluate_on_ray_reports_what_one_machine_reports(cluster):
 
 
 def test_ray_options_fail_in_one_line_before_any_work(monkeypatch, capsys, tmp_path):
+    code, _, err = run_here(["evaluate", "expert", "--task", "reach", "--ray", "127.0.0.1:1"], capsys)
+    assert code == 2 and "cannot reach a Ray cluster at 127.0.0.1:1" in err
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
     monkeypatch.delitem(sys.modules, "trace_control.distributed", raising=False)
     monkeypatch.delattr(trace_control, "distributed", raising=False)

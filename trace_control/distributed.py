@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import math
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -48,6 +49,7 @@ from trace_control.snapshots import RunStore, changed_files, checkpoint_iteratio
 
 RETRIES = 3
 PULL_SECONDS = 2.0
+CONNECT_SECONDS = 5.0
 CHUNKS_PER_WORKER = 2
 
 
@@ -58,16 +60,30 @@ class ClusterUnavailable(RuntimeError):
 def connect(address: str | None) -> str:
     """Join the cluster at ``address`` (None: start a local Ray instance) unless already joined;
     return a line saying what the cluster has and where its dashboard is, if it runs one."""
+    where = address or "a local instance"
+    if address and address not in ("auto", "local"):
+        _check_reachable(address, where)
     try:
         context = ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
         resources = ray.cluster_resources()
     except (ConnectionError, RuntimeError, ValueError) as error:
-        where = address or "a local instance"
         raise ClusterUnavailable(f"cannot reach a Ray cluster at {where}: {str(error).splitlines()[0]}") from None
     nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
     line = f"Ray: {nodes} node(s), {resources.get('CPU', 0):g} CPUs"
     dashboard = getattr(context, "dashboard_url", None)
     return line + (f"; dashboard: http://{dashboard}" if dashboard else "")
+
+
+def _check_reachable(address: str, where: str) -> None:
+    """Fail at once, rather than after Ray's long retries, when nothing listens at HOST:PORT."""
+    host, _, port = address.split("://")[-1].rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=CONNECT_SECONDS).close()
+    except ValueError:
+        raise ClusterUnavailable(f"cannot read the Ray address {where}; write auto, HOST:PORT or "
+                                 "ray://HOST:PORT") from None
+    except OSError as error:
+        raise ClusterUnavailable(f"cannot reach a Ray cluster at {where}: {error.strerror or error}") from None
 
 
 # -- runs under way -------------------------------------------------------------------------------

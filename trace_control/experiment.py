@@ -155,11 +155,14 @@ class GridProgress:
         ran = self.finished - self.finished_before
         left = self.total - self.finished
         eta = f" | ETA {_duration((time.monotonic() - self.started) / ran * left)}" if left and ran else ""
-        line = f"[{self.finished}/{self.total}] {text}{eta}"
+        self.write(f"[{self.finished}/{self.total}] {text}{eta}")
+
+    def write(self, text: str) -> None:
+        """Print a line above the bar (so that it stays whole)."""
         if self.bar.disable:
-            self.echo(line)
+            self.echo(text)
         else:
-            self.bar.write(line)
+            self.bar.write(text)
 
     def close(self) -> None:
         self.bar.close()
@@ -196,7 +199,7 @@ def run_experiment(tasks: list[str], methods: list[str], seeds: list[int], out: 
     failures: dict[tuple, str] = {}
     try:
         if ray is None:
-            _run_here(pending, out, llm, limits, spent, watch, results, echo, progress)
+            _run_here(pending, out, llm, limits, spent, watch, results, progress)
         elif pending:
             from trace_control import distributed
 
@@ -216,13 +219,14 @@ def run_experiment(tasks: list[str], methods: list[str], seeds: list[int], out: 
 
 
 def _run_here(cells: list[Cell], out: Path, llm: LLMSettings, limits: Limits, spent: tuple[float, int],
-              watch: GridProgress, results: dict, echo: Callable[[str], None], progress: bool) -> None:
+              watch: GridProgress, results: dict, progress: bool) -> None:
     """The cells one after another in this process."""
     budget = LocalBudget(limits, *spent)
     try:
         for cell in cells:
-            echo(f"== {cell.task} / {cell.method} / seed {cell.seed}")
-            results[cell.key] = run_cell(cell, RunFolder(out / "runs" / cell.name), llm, budget, echo, progress)
+            watch.write(f"== {cell.task} / {cell.method} / seed {cell.seed}")
+            results[cell.key] = run_cell(cell, RunFolder(out / "runs" / cell.name), llm, budget, watch.write,
+                                         progress)
             watch.ran(cell, results[cell.key], budget.totals())
     finally:
         budget.close()
