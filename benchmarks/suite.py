@@ -1,9 +1,12 @@
-"""Rollout and evaluation costs of the task suite, as ratios measured in one run.
+"""What the jail costs, and what the suite runs at, as ratios measured in one run.
 
-- traced vs untraced rollout (in-process, Meta-World reach, 10 steps, same controller)
-- evaluation throughput with 1 vs 2 worker processes (push, 20 seeds)
-- isolation: 50-episode evaluation in sandboxed workers vs in-process (warm worker), and
-  one training iteration's rollout isolated vs in-process
+- the jail's start-up (bubblewrap, the interpreter, numpy, the seccomp filters)
+- a 50-episode evaluation, jailed / in-process (warm jail), on Meta-World reach (about 30
+  simulator steps per controller call) and on Reacher (one round trip per simulator step)
+- one training iteration's rollout (a batch of 4 episodes with their records, and a new
+  controller version, so a fresh jail), jailed / in-process
+- evaluation with 1 vs 2 worker processes
+- steps per second per task family, in-process (see benchmarks/tasks.py for every task)
 
     python benchmarks/suite.py
 """
@@ -12,15 +15,18 @@ from __future__ import annotations
 
 import statistics
 import time
+import warnings
 
-from trace_control import controllers, envs
-from trace_control.evaluation import evaluate
-from trace_control.rollout import run_episode, traced_rollout
-from trace_control.runners import InProcessRunner, IsolatedRunner
-from trace_control.trace import name_scope
+from trace_control import controllers
+from trace_control.policies import ControllerCode
+from trace_control.runners import LocalRunner, evaluate
+from trace_control.sandbox import Jail
+
+REACHER = ("def controller(self, obs):\n    error = obs['fingertip_to_target']\n"
+           "    return [-2.0 * error[0] - 0.1 * obs['joint_velocities'][0], -2.0 * error[1]]\n")
 
 
-def timed(fn, repeat: int = 5) -> float:
+def median_time(fn, repeat: int = 3) -> float:
     times = []
     for _ in range(repeat):
         started = time.perf_counter()
@@ -29,56 +35,89 @@ def timed(fn, repeat: int = 5) -> float:
     return statistics.median(times)
 
 
-def traced_vs_untraced() -> None:
-    env = envs.make("reach")
-    controller = controllers.expert_controller("reach")
-    controller.controller.parameter._set(controller.controller.parameter.data.replace(
-        "return [goal[0]", "return [0.3 * (goal[0]").replace("goal[1] - hand[1]", "goal[1] - hand[1])"))
-    policy = controller.controller.plain_function()
+def code_for(task: str, version: int = 0) -> ControllerCode:
+    if task == "reacher":
+        controller = controllers.starting_controller("reacher")
+        controller.controller.parameter._set(REACHER + f"    # version {version}\n")
+        return ControllerCode.from_module(controller)
+    controller = controllers.expert_controller(task)
+    controller.controller.parameter._set(controller.controller.parameter.data + f"    # version {version}\n")
+    return ControllerCode.from_module(controller)
 
-    def traced():
-        with name_scope():
-            traced_rollout(env, controller, seed=0)
 
-    def plain():
-        run_episode(env, policy, seed=0)
+def start_up() -> None:
+    times = []
+    for _ in range(5):
+        jail = Jail()
+        started = time.perf_counter()
+        jail.start()
+        times.append(time.perf_counter() - started)
+        jail.kill()
+    print(f"jail start-up (bubblewrap + interpreter + numpy + seccomp): median {statistics.median(times) * 1e3:.0f} ms "
+          f"over 5 starts")
 
-    ratios = [timed(traced, 3) / timed(plain, 3) for _ in range(3)]
-    print(f"traced / untraced rollout (reach, 10 steps): {statistics.median(ratios):.3f}")
+
+def evaluation_ratio(task: str) -> None:
+    seeds = list(range(100, 150))
+    code = code_for(task)
+    runners = {"in-process": LocalRunner(task, jailed=False), "jailed": LocalRunner(task, jailed=True)}
+    for runner in runners.values():
+        evaluate(runner, code, seeds)  # warm: placements built, the jail started for this code
+    seconds = {name: median_time(lambda runner=runner: evaluate(runner, code, seeds)) for name, runner in
+               runners.items()}
+    steps = evaluate(runners["in-process"], code, seeds).env_steps
+    for runner in runners.values():
+        runner.close()
+    print(f"{task}: 50-episode evaluation ({steps} controller calls): in-process {seconds['in-process']:.2f} s, "
+          f"jailed {seconds['jailed']:.2f} s, jailed / in-process = {seconds['jailed'] / seconds['in-process']:.2f}")
+
+
+def rollout_ratio(task: str) -> None:
+    seeds = [100, 101, 102, 103]
+    versions = iter(range(1, 1000))
+    seconds = {}
+    for name, jailed in (("in-process", False), ("jailed", True)):
+        runner = LocalRunner(task, jailed=jailed)
+        runner.run(code_for(task), seeds, keep_steps=True)
+        seconds[name] = median_time(lambda runner=runner: runner.run(code_for(task, next(versions)), seeds,
+                                                                      keep_steps=True))
+        runner.close()
+    print(f"{task}: training rollout (4 episodes, a new controller version): in-process "
+          f"{seconds['in-process'] * 1e3:.0f} ms, jailed {seconds['jailed'] * 1e3:.0f} ms, jailed / in-process = "
+          f"{seconds['jailed'] / seconds['in-process']:.2f}")
 
 
 def workers_ratio() -> None:
-    controller = controllers.expert_controller("push")
+    code = code_for("push")
     seeds = list(range(100, 120))
-    evaluate(controller, "push", seeds[:2])  # warm caches (placements are built once per process)
-    one = evaluate(controller, "push", seeds, workers=1)
-    two = evaluate(controller, "push", seeds, workers=2)
-    print(f"evaluation of 20 push episodes: 1 worker {one.seconds:.2f} s, 2 workers {two.seconds:.2f} s, "
-          f"throughput ratio {one.seconds / two.seconds:.2f} (2 cores; includes starting the worker processes)")
+    reports = {}
+    for workers in (1, 2):
+        runner = LocalRunner("push", workers=workers)
+        runner.start()
+        evaluate(runner, code, seeds[:2])
+        reports[workers] = evaluate(runner, code, seeds)
+        runner.close()
+    one, two = reports[1].seconds, reports[2].seconds
+    print(f"push: 20 jailed episodes with 1 worker {one:.2f} s, with 2 workers {two:.2f} s, throughput ratio "
+          f"{one / two:.2f} (2 shared cores)")
 
 
-def isolation_ratio() -> None:
-    controller = controllers.expert_controller("reach")
-    seeds = list(range(100, 150))
-    in_process = InProcessRunner("reach")
-    isolated = IsolatedRunner("reach", seeds=[0, *seeds])
-    in_process.evaluate(controller, seeds[:1])
-    started = time.perf_counter()
-    isolated.evaluate(controller, seeds[:1])
-    cold = time.perf_counter() - started
-    direct = timed(lambda: in_process.evaluate(controller, seeds), 3)
-    sandboxed = timed(lambda: isolated.evaluate(controller, seeds), 3)
-    print(f"50-episode evaluation: in-process {direct:.2f} s, isolated {sandboxed:.2f} s, ratio "
-          f"{sandboxed / direct:.3f} (worker start-up, paid once per run: {cold:.1f} s)")
-    rollout_direct = timed(lambda: in_process.rollout(controller, 0), 5)
-    rollout_isolated = timed(lambda: isolated.rollout(controller, 0), 5)
-    print(f"training rollout (traced graph for the optimizer): in-process {rollout_direct * 1e3:.1f} ms, isolated "
-          f"{rollout_isolated * 1e3:.1f} ms, ratio {rollout_isolated / rollout_direct:.3f}")
-    in_process.close()
-    isolated.close()
+def family_rates() -> None:
+    from benchmarks.tasks import gymnasium_rate, metaworld_rate
+
+    print("steps per second, in-process, our task / the environment underneath:")
+    for task in ("reacher", "half-cheetah", "humanoid"):
+        gymnasium_rate(task)
+    for task in ("reach", "push"):
+        metaworld_rate(task)
 
 
 if __name__ == "__main__":
-    traced_vs_untraced()
+    warnings.simplefilter("ignore")
+    start_up()
+    for name in ("reach", "reacher"):
+        evaluation_ratio(name)
+    for name in ("reach", "reacher"):
+        rollout_ratio(name)
     workers_ratio()
-    isolation_ratio()
+    family_rates()

@@ -235,6 +235,7 @@ def test_bad_input_is_one_clear_line_before_any_work(tmp_path, capsys, monkeypat
         (["record", "expert", "--task", "reach", "--out", str(a_file / "v.mp4")], "is a file, not a folder"),
         (["record", "expert", "--task", "reach", "--out", str(tmp_path)], "is a folder"),
         (["record", "expert", "--task", "reach", "--out", "video"], "must end in .mp4 or .gif"),
+        (["record", "expert", "--task", "reach", "--out", "/proc/v.mp4"], "cannot write in /proc"),
         (["train", "reach"], "no LLM is configured"),
     ]
     for settings, message in [({"iterations": True}, "iterations must be an integer"),

@@ -76,7 +76,7 @@ def test_trainable_code_is_a_parameter_and_replacement_takes_effect():
     assert "def policy(obs):" in code.constraint
     first = policy(3)
     assert first.data == 0 and first.inputs["__code"] is code
-    code._set("def policy(obs):\n    return obs * 2\n")
+    code.set_value("def policy(obs):\n    return obs * 2\n")
     assert policy(3).data == 6
 
 
@@ -97,11 +97,11 @@ def test_errors_become_exception_nodes_with_the_failing_line_marked():
     failed.backward("the controller crashed")
     assert policy.parameter.feedback[-1].feedback == "the controller crashed"
 
-    policy.parameter._set("def policy(obs):\n    return (obs\n")
+    policy.parameter.set_value("def policy(obs):\n    return (obs\n")
     with pytest.raises(ExecutionError) as raised:
         policy({})
     assert "(SyntaxError)" in raised.value.exception_node.data
-    policy.parameter._set("def other(obs):\n    return 1\n")
+    policy.parameter.set_value("def other(obs):\n    return 1\n")
     with pytest.raises(ExecutionError) as raised:
         policy({})
     assert "must define a function named 'policy'" in raised.value.exception_node.data
@@ -268,15 +268,15 @@ def test_module_collects_parameters_per_instance():
     assert out.data == [6.5, 0.0] and first.gain in out.parents
     out.backward("too far")
     assert first.gain.feedback and first.forward.parameter.feedback and not second.gain.feedback
-    second.forward.parameter._set("def forward(self, obs):\n    return [1.0, 1.0]\n")
+    second.forward.parameter.set_value("def forward(self, obs):\n    return [1.0, 1.0]\n")
     assert second({"a": 3.0}).data == [1.0, 1.0] and first({"a": 3.0}).data == [6.5, 0.0]
     assert Twin()(1.0).data == 2.0
 
 
 def test_save_load_round_trip(tmp_path):
     arm = Arm()
-    arm.gain._set(7.5)
-    arm.forward.parameter._set("def forward(self, obs):\n    return [self.gain, 1.0]\n")
+    arm.gain.set_value(7.5)
+    arm.forward.parameter.set_value("def forward(self, obs):\n    return [self.gain, 1.0]\n")
     path = tmp_path / "arm.json"
     arm.save(path)
     saved = json.loads(path.read_text())
@@ -291,8 +291,8 @@ def test_save_load_round_trip(tmp_path):
 
 def test_export_runs_in_a_fresh_interpreter_without_trace_control(tmp_path):
     arm = Arm()
-    arm.gain._set(3.0)
-    arm.forward.parameter._set("def forward(self, obs):\n    return [self.gain * obs['a'] + self.offset, 9.0]\n")
+    arm.gain.set_value(3.0)
+    arm.forward.parameter.set_value("def forward(self, obs):\n    return [self.gain * obs['a'] + self.offset, 9.0]\n")
     path = tmp_path / "exported_arm.py"
     arm.export(path)
     text = path.read_text()

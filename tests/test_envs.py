@@ -207,7 +207,7 @@ def test_starting_controller_docstring_names_every_observation_key(task):
     source = controller.controller.parameter.data
     for field in envs.interface(task).fields:
         assert field.name in source, field.name
-    assert source == inspect.getsource(type(controller).controller.fn) or task in (
+    assert source.rstrip() == inspect.getsource(type(controller).controller.fn).rstrip() or task in (
         "reacher", "pusher", "inverted-pendulum", "inverted-double-pendulum")
 
 
@@ -215,7 +215,8 @@ def test_generated_controller_exports_and_runs_without_the_suite(tmp_path):
     controller = controllers.starting_controller("drawer-open")
     path = tmp_path / "drawer_open.py"
     controller.export(path)
-    loaded = controllers.load_exported(path)
-    assert loaded.controller({"hand_pos": np.zeros(3)}) == [0.0, 0.0, 0.0, 0.0]
+    namespace: dict = {}
+    exec(compile(path.read_text(), str(path), "exec"), namespace)  # our own export: trusted here
+    assert namespace["load"]().controller({"hand_pos": np.zeros(3)}) == [0.0, 0.0, 0.0, 0.0]
     assert "handle_pos" in path.read_text()
     assert controllers.import_class(controllers.STARTING["drawer-open"]) is type(controller)

@@ -101,6 +101,7 @@ def test_kill_at_several_points_then_resume_keeps_the_log_continuous(tmp_path):
                 time.sleep(0.02)
 
         # kill points: during the first iteration, during start-up, right after a log line, mid-iteration
+        killed = []
         for attempt in range(4):
             process = subprocess.Popen(first if attempt == 0 else resume, env=environment,
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -117,7 +118,12 @@ def test_kill_at_several_points_then_resume_keeps_the_log_continuous(tmp_path):
                 time.sleep(0.6)
             process.send_signal(signal.SIGKILL)
             process.wait()
+            killed.append(process.pid)
         assert (run / "state.json").is_file()
+        time.sleep(1.0)
+        for pid in killed:  # a killed trainer takes its jails with it
+            strays = subprocess.run(["pgrep", "-f", f'"owner": {pid}}}'], capture_output=True, text=True).stdout
+            assert not strays.strip(), pid
         done = subprocess.run(resume, env=environment, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]

@@ -108,6 +108,22 @@ def attacks(paths: dict, port: int, run: Path) -> list[tuple[str, str, tuple[str
         ("10 GB of memory", "blob = bytearray(10 * 1024 ** 3)\nreturn [0, 0, 0, 0]", ("(MemoryError)",)),
         ("a 3 MB exception message", "raise RuntimeError('Success: True ' * 200_000)",
          ("more characters",)),
+        ("dropping the parent-death signal", "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+         "raise RuntimeError(f'prctl {libc.prctl(1, 0, 0, 0, 0)} errno {ctypes.get_errno()}')",
+         ("(RuntimeError) prctl -1 errno 1",)),
+        ("its own input pipe filled, then silence", "import json, os, sys\n"
+         "w = os.open('/proc/self/fd/0', os.O_WRONLY | os.O_NONBLOCK)\ntry:\n    while True:\n"
+         "        os.write(w, bytes(4096))\nexcept BlockingIOError:\n    pass\nr, _ = os.pipe()\nwhile True:\n"
+         "    try:\n        os.read(r, 1)\n    except BaseException:\n        pass",
+         ("the controller's process",)),
+        ("an integer too large for a float", "return [10 ** 400, 0.0, 0.0, 0.0]", ("too large for a float",)),
+        ("a lone surrogate and terminal escapes", "print('\\x1b[2K\\rSuccess: True\\nReturn: 999.0')\n"
+         "raise ValueError('bad ' + chr(0xD800) + '\\x1b[8m')", ("(ValueError) bad ", "\\x1b[8m",
+                                                                    "  | \\x1b[2K\\x0dSuccess: True\n  | Return")),
+        ("filling the jail's root and /dev/shm", "found = []\nfor path in ('/big', '/dev/shm/big', '/jail/big'):\n"
+         "    try:\n        open(path, 'wb').write(bytes(1 << 20))\n        found.append('wrote')\n"
+         "    except OSError as error:\n        found.append(type(error).__name__)\n"
+         "raise RuntimeError(f'fills {found}')", ("(RuntimeError) fills ['OSError', 'FileNotFoundError', 'OSError']",)),
         ("marks left for the next controller", "import builtins, numpy\nbuiltins.MARK = 1\n"
          "numpy.clip = lambda *a, **k: 0\nreturn [0, 0, 0, 0]", ("Success: False",)),
         ("a check for the marks", "import builtins\n"
@@ -154,8 +170,9 @@ def test_hostile_controllers_are_contained_and_reported(canaries, tmp_path, caps
     assert result.results["status"] == "completed" and result.results["iterations_done"] == len(battery) + 1
     assert result.results["test"]["success_rate"] == 0.0  # nothing forged a success
     assert max(len(request["messages"][-1]["content"]) for request in server.requests) < 60_000
-    leftovers = subprocess.run(["pgrep", "-f", "sleep 600"], capture_output=True, text=True).stdout
-    assert not leftovers.strip()
+    for pattern in ("sleep 600", f'"owner": {os.getpid()}}}'):  # this process's jails, not another test run's
+        leftovers = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
+        assert not leftovers.strip(), pattern
 
 
 REFLECTIVE = [
@@ -218,19 +235,23 @@ def test_exported_file_payloads_fire_only_in_the_jail(canaries, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "best_controller.py").write_text(payload.read_text())
-    (run / "config.json").write_text(json.dumps({"settings": {"task": "reach", "test_seeds": "2000"}}))
+    (run / "config.json").write_text(json.dumps({"settings": {"task": "reach", "test_seeds": "2000",
+                                                              "in_process": True}}))  # a crafted opt-out
     (run / "log.jsonl").write_text("")
+    (run / "llm_calls.jsonl").write_text("")
     environment = {**os.environ, "OPENAI_API_KEY": KEY}
     before = (digest(canaries["outside"]), digest(canaries["home"]))
     outputs = []
     for args in (["evaluate", str(payload), "--task", "reach", "--episodes", "1", "--json"],
                  ["record", str(payload), "--task", "reach", "--out", str(tmp_path / "v.gif"), "--size", "32"],
-                 ["report", str(run)]):
+                 ["report", str(run)],
+                 ["train", "--replay", str(run), "--runs-dir", str(tmp_path / "runs"), "--no-progress"]):
         done = subprocess.run([sys.executable, "-m", "trace_control.cli", *args], env=environment,
                               capture_output=True, text=True, timeout=300)
         outputs.append(done.stdout + done.stderr)
     assert "exported payload: ['FileNotFoundError', 'FileNotFoundError'" in outputs[0]
     assert "'no key'" in outputs[0] and "exported payload" in outputs[1]
+    assert "controller code runs in: a bubblewrap jail" in outputs[3]  # the recorded opt-out was not taken
     for canary in CANARIES:
         assert all(canary not in text for text in outputs)
         assert canary not in "".join(p.read_text(errors="replace") for p in run.rglob("*") if p.suffix == ".html")

@@ -8,8 +8,9 @@ import re
 import pytest
 
 from tests.llm_server import ScriptedLLMServer, answer
-from trace_control.llm import LLMClient, LLMNotConfiguredError
-from trace_control.optim import OPRO, OptoPrime, convert, parse_answer
+from trace_control.llm import LLMClient, LLMNotConfiguredError, ReplayMissError
+from trace_control.optim import OPRO, OptoPrime, convert, count_tokens, parse_answer, prompt_tokens, tokenizer_name
+from trace_control.optim.base import RECORDS_KEPT
 from trace_control.trace import bundle, name_scope, node
 
 
@@ -116,7 +117,7 @@ def test_memory_shows_past_variables_and_feedback():
             optimizer.step()
         prompts = [user_prompt(body) for body in server.requests]
     assert "#Past attempts" not in prompts[0]
-    assert "Attempt 1:\n(float) x0 = 1.0\nFeedback: feedback of round 0" in prompts[1]
+    assert "Attempt 1:\nx0 = 1.0\nFeedback: feedback of round 0" in prompts[1]
     last = prompts[2].split("#Past attempts")[1]
     assert "x0 = 1.0" in last and "x0 = 2.0" in last and "round 1" in last and "Attempt 3" not in last
 
@@ -234,7 +235,8 @@ def test_record_then_replay_gives_identical_updates_offline(tmp_path):
     x = node(0.0, name="x", trainable=True)
     optimizer = OptoPrime([x], llm=replay_client)
     optimizer.backward(x + 100, "a question never recorded")
-    assert optimizer.step() == {} and "no (further) answer" in optimizer.last_record.error
+    with pytest.raises(ReplayMissError, match="the replay no longer matches its recording"):
+        optimizer.step()  # a replay that leaves its recording stops; it is not an LLM failure to work around
 
 
 def test_missing_configuration_names_the_three_ways(monkeypatch):
@@ -281,7 +283,7 @@ def test_opro_sees_values_and_feedback_but_no_trace():
     assert "#Earlier values and feedback" in second and "a0 = 2.0" in second and "a0 = 1.0" in second
 
 
-def test_long_graphs_are_cut_to_the_budget_keeping_both_ends():
+def test_long_graphs_are_condensed_to_the_budget_keeping_both_ends():
     x = node(1.0, name="x", trainable=True)
     value = x
     for _ in range(400):
@@ -291,6 +293,96 @@ def test_long_graphs_are_cut_to_the_budget_keeping_both_ends():
         optimizer = OptoPrime([x], llm=make_client(server), max_prompt_tokens=1500)
         optimizer.step()
         prompt = user_prompt(server.requests[0])
-    assert len(prompt) < 1500 * 4 * 1.2
+    assert prompt_tokens(OptoPrime.system_prompt, prompt) <= 1500
     assert "add0 = add(x=x0" in prompt and "add399 = add(x=add398" in prompt
-    assert "left out to keep the report short" in prompt
+    assert "repetitions left out" in prompt and optimizer.last_record.omitted
+
+
+@pytest.mark.parametrize("kind", [OptoPrime, OPRO])
+def test_memory_size_zero_shows_no_history_and_negative_sizes_are_refused(kind):
+    x = node(1.0, name="x", trainable=True)
+    script = [answer({"x0": 2.0}), answer({"x0": 3.0}), answer({})]
+    with ScriptedLLMServer(script) as server:
+        optimizer = kind([x], llm=make_client(server), memory_size=0)
+        for round_ in range(3):
+            optimizer.zero_feedback()
+            optimizer.backward(x * 1, f"feedback of round {round_}")
+            optimizer.step()
+        prompts = [user_prompt(body) for body in server.requests]
+    assert len(optimizer.memory) == 0 and optimizer.state_dict()["memory"] == []
+    assert "round 0" not in prompts[2] and "round 1" not in prompts[2] and "x0 = 1.0" not in prompts[2]
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="memory_size"):
+            kind([x], llm=optimizer.llm, memory_size=bad)
+
+
+def test_history_is_bounded_and_state_round_trips_through_json():
+    x = node(1.0, name="x", trainable=True)
+    script = [answer({"x0": float(value)}) for value in range(2, 30)]
+    with ScriptedLLMServer(script) as server:
+        optimizer = OptoPrime([x], llm=make_client(server), memory_size=3)
+        for round_ in range(RECORDS_KEPT + 5):
+            optimizer.zero_feedback()
+            optimizer.backward(x * 1, f"feedback of round {round_}")
+            optimizer.step()
+        state = json.loads(json.dumps(optimizer.state_dict()))
+        restored = OptoPrime([x], llm=make_client(server), memory_size=3)
+        restored.load_state_dict(state)
+        for current in (optimizer, restored):
+            current.zero_feedback()
+            current.backward(x * 1, "again")
+            current.step()
+        first, second = (user_prompt(body) for body in server.requests[-2:])
+    assert len(optimizer.records) == RECORDS_KEPT and len(optimizer.memory) == 3
+    assert first.split("#Past attempts")[1] == second.split("#Past attempts")[1]
+    with pytest.raises(ValueError, match="optimizer state"):
+        restored.load_state_dict({"memory": [["old", "format"]]})
+
+
+def test_step_verbose_prints_prompt_and_answer(capsys):
+    x = node(1.0, name="x", trainable=True)
+    with ScriptedLLMServer([answer({"x0": 2.0}, "make it larger"), answer({}, "keep it")]) as server:
+        optimizer = OptoPrime([x], llm=make_client(server))
+        optimizer.backward(x * 1, "larger")
+        assert optimizer.step(verbose=True) == {x: 2.0}
+        printed = capsys.readouterr().out
+        optimizer.step(verbose="output")
+        answers_only = capsys.readouterr().out
+    assert "#Feedback\nlarger" in printed and "make it larger" in printed
+    assert "keep it" in answers_only and "#Feedback" not in answers_only
+
+
+def test_create_feedback_says_what_to_use_instead():
+    x = node(1.0, name="x", trainable=True)
+    optimizer = OptoPrime([x], llm=LLMClient(model="m", base_url="http://127.0.0.1:9/v1", api_key="k"))
+    with pytest.raises(AttributeError, match=r"optimizer\.backward\(node, feedback\).*exception_node"):
+        optimizer.create_feedback()
+
+
+def test_tokens_are_counted_in_cl100k_when_installed_else_estimated():
+    text = "hello world"
+    if tokenizer_name() == "cl100k_base":
+        assert count_tokens(text) == 2 and count_tokens("<|endoftext|>") > 1
+    else:
+        assert tokenizer_name() == "characters/4" and count_tokens(text) == 3
+    assert prompt_tokens("", text) == count_tokens(text) + 9
+
+
+@bundle(trainable=True)
+def one_more(x):
+    return x + 1
+
+
+def test_a_bundled_function_is_optimized_directly_and_an_optimizer_deep_copies():
+    """trace-opt users write OptoPrime(fn.parameters()) or OptoPrime(fn); deep copies share the client."""
+    import copy
+
+    client = LLMClient(base_url="http://127.0.0.1:9/v1", api_key="k")
+    optimizer = OptoPrime(one_more, llm=client)
+    assert optimizer.parameters == one_more.parameters() and "#Feedback" in OptoPrime.default_objective
+    twin = copy.deepcopy(optimizer)
+    assert twin.llm is client and twin.parameters[0] is not optimizer.parameters[0]
+    output = one_more(node(1))
+    optimizer.backward(output, "bigger")
+    summary = optimizer.summarize()
+    assert summary.feedback == "bigger" and output in summary.nodes

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import sys
+import tempfile
 import time
 import typing
 from pathlib import Path
@@ -144,25 +145,24 @@ def cmd_list(args: argparse.Namespace) -> int:
         finally:
             env.close()
         return 0
+    from trace_control.controllers.experts import EXPERTS
+
     print("tasks (details: trace-control list TASK):")
     for info in envs.TASKS.values():
         print(f"  {info.name:<26} {info.env_id:<46} success: {info.success}")
-    task_sets = getattr(envs, "TASK_SETS", {})
-    if task_sets:
-        print("\ntask sets (--tasks NAME in experiment):")
-        for name, members in task_sets.items():
-            print(f"  {name:<26} {len(members)} tasks: {', '.join(members[:6])}{', ...' if len(members) > 6 else ''}")
-    from trace_control.controllers.experts import EXPERTS
-
-    print("\nreference controllers ('expert' as CONTROLLER):")
-    for task, cls in EXPERTS.items():
-        print(f"  {task:<26} {cls.__module__}:{cls.__name__}")
-    print("\nmethods (--method):")
-    for name, text in METHOD_HELP.items():
-        print(f"  {name:<26} {text}")
-    print("\nprotocols (--protocol):")
-    for name, text in PROTOCOL_HELP.items():
-        print(f"  {name:<26} {text}")
+    sections = {
+        "task sets (--tasks NAME in experiment)": {
+            name: f"{len(members)} tasks: {', '.join(members[:6])}{', ...' if len(members) > 6 else ''}"
+            for name, members in envs.TASK_SETS.items()},
+        "reference controllers ('expert' as CONTROLLER)": {
+            task: f"{cls.__module__}:{cls.__name__}" for task, cls in EXPERTS.items()},
+        "methods (--method)": METHOD_HELP,
+        "protocols (--protocol)": PROTOCOL_HELP,
+    }
+    for title, rows in sections.items():
+        print(f"\n{title}:")
+        for name, text in rows.items():
+            print(f"  {name:<26} {text}")
     return 0
 
 
@@ -221,7 +221,7 @@ def _runner_for(config):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from trace_control.config import build_config, config_from_record, read_config_file
+    from trace_control.config import NEVER_INHERITED, build_config, config_from_record, read_config_file
     from trace_control.llm import Recorder, ReplayMissError
     from trace_control.runs import CONFIG, LLM_CALLS, STATE, RunFolder
     from trace_control.train import Trainer
@@ -230,10 +230,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         run = RunFolder(args.resume)
         if not run.file(CONFIG).is_file() or not run.file(STATE).is_file():
             raise UsageError(f"{args.resume} is not a run folder that can be resumed (no {CONFIG} / {STATE})")
-        if settings_given(args) or args.config or args.replay:
-            raise UsageError("--resume continues a run with its recorded settings; give no other settings")
+        given = settings_given(args)
+        if set(given) - {"in_process"} or args.config or args.replay:
+            raise UsageError("--resume continues a run with its recorded settings; give no other settings "
+                             "(--in-process aside)")
         saved = json.loads(run.file(CONFIG).read_text(encoding="utf-8"))
-        config, sources = config_from_record(saved), saved.get("sources", {})
+        config, sources = config_from_record(saved, given), saved.get("sources", {})
         llm = _make_llm(config)
     else:
         replay, replay_run = _replay_source(args.replay) if args.replay else (None, None)
@@ -241,7 +243,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if replay_run is not None:
             if not (replay_run / CONFIG).is_file():
                 raise UsageError(f"{replay_run} has no {CONFIG}: replay needs the recorded run's settings")
-            base = {k: v for k, v in read_config_file(replay_run / CONFIG).items() if k != "task"}
+            base = {k: v for k, v in read_config_file(replay_run / CONFIG).items()
+                    if k != "task" and k not in NEVER_INHERITED}
             recorded_task = read_config_file(replay_run / CONFIG).get("task")
             if task and _task(task).name != recorded_task:
                 raise UsageError(f"the recording is of {recorded_task}, not {_task(task).name}: a replay "
@@ -466,8 +469,10 @@ def _check_output(path: Path) -> None:
         folder = folder.parent
     if not folder.is_dir():
         raise UsageError(f"--out {path}: {folder} is a file, not a folder")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {path}: {folder} is not writable")
+    try:  # the one test that holds for every user and file system: write something there
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as error:
+        raise UsageError(f"--out {path}: cannot write in {folder} ({error.strerror or error})") from None
 
 
 def cmd_record(args: argparse.Namespace) -> int:
@@ -512,12 +517,48 @@ def _jail_unavailable() -> type:
     return JailUnavailable
 
 
-# -- report / experiment --------------------------------------------------------------------------------
-def cmd_report(args: argparse.Namespace) -> int:
-    from trace_control.report import make_report
+# -- baseline --------------------------------------------------------------------------------------------
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from trace_control.baselines import RLExtraMissing, baseline_config, require_rl_extra, run_baseline
+    from trace_control.config import format_seeds
+    from trace_control.runs import RunFolder
 
     try:
-        written = make_report(args.run, with_video=not args.no_video)
+        require_rl_extra()
+    except RLExtraMissing as error:
+        raise UsageError(str(error)) from None
+    config = baseline_config(_task(args.task).name, args.algo, args.steps, args.seed, test_seeds=args.test_seeds,
+                             horizon=args.horizon, device=args.device, threads=args.threads)
+    try:
+        run = RunFolder.create(args.runs_dir, config.task, config.algo, args.run_name)
+    except OSError as error:
+        raise UsageError(f"cannot create the run folder in {args.runs_dir}: {error.strerror or error}") from None
+    print(f"training {config.algo.upper()} on {config.task} for {config.steps:,} environment steps (seed "
+          f"{config.seed}, {config.device}); test placements {format_seeds(config.test_seeds)}; run folder: "
+          f"{run.path}")
+    try:
+        run_baseline(config, run, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; {run.path} has no results (an RL run does not resume): run the command again",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
+
+
+# -- report / experiment --------------------------------------------------------------------------------
+def cmd_report(args: argparse.Namespace) -> int:
+    from trace_control.report import make_report, write_comparison
+
+    if len(args.runs) > 1 or args.out:
+        try:
+            table = write_comparison(args.runs, args.out or "comparison.md")
+        except FileNotFoundError as error:
+            raise UsageError(str(error)) from None
+        print(table)
+        print(f"wrote comparison: {args.out or 'comparison.md'}")
+        return 0
+    try:
+        written = make_report(args.runs[0], with_video=not args.no_video)
     except FileNotFoundError as error:
         raise UsageError(str(error)) from None
     for kind, path in written.items():
@@ -532,9 +573,10 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     from trace_control.llm import LLMClient, LLMNotConfiguredError, price_for
     from trace_control.llm.limiter import Limits
 
-    expand = getattr(envs, "expand_tasks", None)
-    names = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    tasks = expand(",".join(names)) if expand else [_task(name).name for name in names]
+    try:
+        tasks = envs.expand_tasks(args.tasks)
+    except envs.UnknownTaskError as error:
+        raise UsageError(str(error)) from None
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     seeds = parse_seeds(args.seeds, "--seeds")
     if not tasks or not methods:
@@ -652,13 +694,50 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument("--size", type=int, default=320, help="frame width and height in pixels (default 320)")
     record.set_defaults(func=cmd_record)
 
-    report = sub.add_parser("report", help="learning curve (PNG) and an HTML page of a run",
-                            description="Write learning_curve.png and report.html (curve, code diffs per "
-                                        "iteration, the LLM's reasoning, token and cost totals, a video of the best "
-                                        "controller recorded in the jail) into the run folder.")
-    report.add_argument("run")
+    report = sub.add_parser("report", help="learning curve and HTML page of a run; several runs side by side",
+                            description="With one RUN: write learning_curve.png and report.html (curve, code diffs "
+                                        "per iteration, the LLM's reasoning, token and cost totals, a video of the "
+                                        "best controller recorded in the jail; for an RL baseline its settings and "
+                                        "test episodes) into the run folder. With several RUNs (LLM and RL alike): "
+                                        "print and write a table of test success, return, env steps, learning time "
+                                        "and LLM tokens.")
+    report.add_argument("runs", nargs="+", metavar="RUN", help="a finished run folder (train or baseline)")
+    report.add_argument("--out", help="write the comparison table to this Markdown file (default with several "
+                                      "RUNs: comparison.md)")
     report.add_argument("--no-video", action="store_true", help="skip recording the best controller's video")
     report.set_defaults(func=cmd_report)
+
+    from trace_control.baselines import ALGORITHM_HELP, DEFAULT_STEPS, RL_EXTRA_FIX
+
+    baseline = sub.add_parser(
+        "baseline", help="train an RL baseline (SAC, TD3, PPO) on a task",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train a Stable-Baselines3 agent on a task with the environment settings and training\n"
+                    "placements an LLM run gets, then test the final policy once per test placement (the\n"
+                    "seeds an LLM run is tested on, 2000-2049 by default) with the same success criterion.\n"
+                    "Writes runs/<task>-<algo>-<time>/: config.json, log.jsonl, policy.zip,\n"
+                    "test_episodes.json, results.json, learning_curve.png.\n"
+                    f"Needs the rl extra: {RL_EXTRA_FIX}",
+        epilog="algorithms:\n" + "\n".join(f"  {name:<5} {text}" for name, text in ALGORITHM_HELP.items())
+               + "\n\nexamples:\n  trace-control baseline reach --algo sac --steps 20000\n"
+                 "  trace-control baseline reacher --algo ppo --seed 1\n"
+                 "  trace-control report runs/reach-trace-20260101-120000 runs/reach-sac-20260101-130000")
+    baseline.add_argument("task", help="task short name or id (see 'trace-control list')")
+    baseline.add_argument("--algo", choices=list(ALGORITHM_HELP), default="sac", help="the algorithm (default sac)")
+    baseline.add_argument("--steps", type=int, help="environment steps to train for (default: " + ", ".join(
+        f"{name} {steps:,}" for name, steps in DEFAULT_STEPS.items()) + "; PPO trains whole rollouts)")
+    baseline.add_argument("--seed", type=int, default=0, help="seeds the network, the exploration and the order of "
+                                                              "training placements (default 0)")
+    baseline.add_argument("--device", default="cpu", help="PyTorch device: cpu or cuda (default cpu)")
+    baseline.add_argument("--threads", type=int, default=1, help="PyTorch CPU threads (default 1: small networks "
+                                                                 "run fastest on one)")
+    baseline.add_argument("--test-seeds", type=_value_parser("test_seeds"), metavar="SEEDS",
+                          help="test placements, e.g. 2000-2049 (default: an LLM run's, 2000-2049)")
+    baseline.add_argument("--horizon", type=int, help="steps per episode (default: the task's, as in an LLM run)")
+    baseline.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
+    baseline.add_argument("--run-name", help="name of the run folder (default: <task>-<algo>-<time>)")
+    baseline.add_argument("--no-progress", action="store_true", help="plain lines instead of a progress bar")
+    baseline.set_defaults(func=cmd_baseline)
 
     experiment = sub.add_parser("experiment", help="the paper's experiment: tasks x methods x seeds",
                                 description="Train every (task, method, seed), then write a summary table (test "
@@ -699,6 +778,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from trace_control.config import ConfigError
     from trace_control.envs import ensure_headless_rendering
+    from trace_control.sandbox import JailUnavailable
 
     ensure_headless_rendering()
     parser = build_parser()
@@ -714,6 +794,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"trace-control: error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except JailUnavailable as error:  # it worked at the start, then stopped: resume once it is fixed
+        if args.debug:
+            raise
+        print(f"trace-control: error: the jail stopped working: {error}", file=sys.stderr)
         return EXIT_FAILED
 
 

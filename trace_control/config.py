@@ -285,7 +285,7 @@ def read_config_file(path: str | Path) -> dict:
                           f"{getattr(error, 'msg', error)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"the config file {path} must hold a JSON object of settings")
-    if isinstance(data.get("settings"), dict) and "sources" in data:  # a run folder's config.json
+    if isinstance(data.get("settings"), dict):  # a run folder's config.json
         data = data["settings"]
     return data
 
@@ -343,10 +343,19 @@ def config_record(config: TrainConfig, sources: dict[str, str]) -> dict:
     return {"settings": settings, "sources": sources}
 
 
-def config_from_record(record: dict) -> TrainConfig:
-    """The config a run folder recorded (see :func:`config_record`)."""
-    settings = record.get("settings", record)
-    config = TrainConfig(**{name: coerce(name, value) for name, value in settings.items() if name in FIELDS})
+NEVER_INHERITED = ("in_process",)  # leaving the jail is the user's explicit choice, never a file's
+
+
+def config_from_record(record: dict, command_line: dict | None = None) -> TrainConfig:
+    """The config a run folder recorded (see :func:`config_record`), for resuming or replaying it.
+
+    The jail's opt-out is not read from the file (a crafted run folder must not switch the jail
+    off): it comes from ``command_line`` or stays off.
+    """
+    settings = {name: value for name, value in record.get("settings", record).items()
+                if name in FIELDS and name not in NEVER_INHERITED}
+    settings.update({name: value for name, value in (command_line or {}).items() if value is not None})
+    config = TrainConfig(**{name: coerce(name, value) for name, value in settings.items()})
     check(config)
     return config
 

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from trace_control.sandbox.host import error_record
-from trace_control.sandbox.jail import ControllerRaised, Jail, JailFault, JailLimits, cap_text
+from trace_control.sandbox.jail import ControllerRaised, Jail, JailFault, JailLimits, cap_text, clean_text
 from trace_control.trace import Module
 from trace_control.trace.export import export_module
 from trace_control.trace.source import annotate
@@ -60,7 +60,8 @@ class ControllerCode:
 
     def describe(self, record: Mapping[str, Any]) -> str:
         """An error record (type, message, frames) as feedback, with the failing line marked."""
-        text = f"({record['type']}) {cap_text(str(record['message']))}"
+        message = cap_text(clean_text(str(record["message"])))
+        text = f"({record['type']}) " + message.replace("\n", "\n  | ")  # its own lines stay visibly its own
         lines = [line for name, line in record["frames"] if name == self.filename]
         if not lines:
             return text
@@ -94,12 +95,14 @@ class JailedPolicy:
 
     A new code version never shares a process with an earlier one, so nothing a controller
     leaves behind reaches the next. A jail that died or was killed is replaced at the next
-    episode.
+    episode. One fresh jail is kept launched ahead of need, so a new version rarely waits for
+    a jail to start.
     """
 
     def __init__(self, limits: JailLimits | None = None) -> None:
         self.limits = limits or JailLimits()
         self.jail = Jail(self.limits)
+        self.spare: Jail | None = None
         self.code: ControllerCode | None = None
         self._loaded: ControllerCode | None = None
         self._layout: list[tuple[str, tuple[int, ...]]] | None = None
@@ -112,7 +115,18 @@ class JailedPolicy:
     def start(self) -> None:
         """Start a jail now (to learn its status, or to fail early where none can be built)."""
         if not self.jail.alive():
-            self.jail.start()
+            self._fresh_jail()
+
+    def _fresh_jail(self) -> None:
+        """Replace the jail with the spare (or a new one), wait for it, and launch the next spare."""
+        self.jail.kill()
+        self.jail, self.spare = self.spare or Jail(self.limits), None
+        if not self.jail.alive():
+            self.jail.kill()  # a spare that died waiting leaves nothing behind
+            self.jail.launch()
+        self.jail.wait_ready()
+        self.spare = Jail(self.limits)
+        self.spare.launch()
 
     def load(self, code: ControllerCode) -> None:
         if code != self.code:
@@ -122,8 +136,7 @@ class JailedPolicy:
     def _ready(self) -> None:
         if self.jail.alive() and self._loaded is self.code:
             return
-        self.jail.kill()
-        self.jail.start()
+        self._fresh_jail()
         self._loaded, self._layout, self._load_error = self.code, None, None
         try:
             self.jail.load(self.code.source, self.code.filename)
@@ -165,6 +178,9 @@ class JailedPolicy:
 
     def close(self) -> None:
         self.jail.kill()
+        if self.spare is not None:
+            self.spare.kill()
+            self.spare = None
 
 
 class InProcessPolicy:

@@ -1,4 +1,8 @@
-"""Reports a person reads: the learning curve (PNG) and an HTML page of the run."""
+"""Reports a person reads: the learning curve (PNG), an HTML page of a run, and runs side by side.
+
+A run folder is an LLM run (``trace-control train``) or an RL baseline (``trace-control baseline``, its
+``config.json`` names an ``algo``); each report reads both kinds.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import sys
 from pathlib import Path
 
 from trace_control.runs import BEST, CONFIG, CURVE, RESULTS, RunFolder
+from trace_control.trace import atomic_write_text
 
 
 def run_settings(run: RunFolder) -> dict:
@@ -19,29 +24,23 @@ def run_settings(run: RunFolder) -> dict:
     return recorded.get("settings", recorded)
 
 
+def is_baseline(run: RunFolder) -> bool:
+    """Whether the folder holds an RL baseline run (its settings name an algorithm)."""
+    return "algo" in run_settings(run)
+
+
 def write_curve(run: RunFolder) -> Path:
-    """Validation success and the training batches' success per iteration, as ``learning_curve.png``."""
+    """``learning_curve.png``: per iteration, validation success and the training batches' success (LLM run);
+    per window of environment steps, the training episodes' success rate and mean return (RL baseline)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import matplotlib.ticker
 
-    records = run.read_log()
-    validated = [(r["iteration"], r["validation"]["success_rate"]) for r in records if r.get("validation")]
-    trained = [(r["iteration"], sum(e["success"] for e in r["batch"]) / len(r["batch"]))
-               for r in records if r.get("batch")]
     figure, success_axis = plt.subplots(figsize=(7, 4), dpi=110)
-    if validated:
-        success_axis.plot(*zip(*validated), marker="o", color="tab:blue", label="validation success rate")
-    if trained:
-        success_axis.plot(*zip(*trained), marker=".", linestyle="--", color="tab:orange", alpha=0.7,
-                          label="training batch success rate")
+    (_plot_baseline if is_baseline(run) else _plot_iterations)(success_axis, run.read_log())
     success_axis.set_ylim(-0.05, 1.05)
-    success_axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    success_axis.set_xlabel("iteration")
     success_axis.set_ylabel("success rate")
-    success_axis.legend(loc="lower right", fontsize=8)
     config = run_settings(run)
     success_axis.set_title(f"{config.get('task', '?')} — {config.get('method', '?')}")
     figure.tight_layout()
@@ -53,6 +52,39 @@ def write_curve(run: RunFolder) -> Path:
     return path
 
 
+def _plot_iterations(success_axis, records: list[dict]) -> None:
+    import matplotlib.ticker
+
+    validated = [(r["iteration"], r["validation"]["success_rate"]) for r in records if r.get("validation")]
+    trained = [(r["iteration"], sum(e["success"] for e in r["batch"]) / len(r["batch"]))
+               for r in records if r.get("batch")]
+    if validated:
+        success_axis.plot(*zip(*validated), marker="o", color="tab:blue", label="validation success rate")
+    if trained:
+        success_axis.plot(*zip(*trained), marker=".", linestyle="--", color="tab:orange", alpha=0.7,
+                          label="training batch success rate")
+    success_axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    success_axis.set_xlabel("iteration")
+    if validated or trained:
+        success_axis.legend(loc="lower right", fontsize=8)
+
+
+def _plot_baseline(success_axis, records: list[dict]) -> None:
+    points = [(r["env_steps"], r["success_rate"], r["return_mean"]) for r in records if r.get("kind") == "rl"]
+    success_axis.set_xlabel("environment steps")
+    if not points:
+        return
+    steps, rates, returns = zip(*points)
+    success_axis.plot(steps, rates, marker="o", color="tab:blue", label="training episodes' success rate")
+    return_axis = success_axis.twinx()
+    return_axis.plot(steps, returns, marker=".", linestyle="--", color="tab:orange", alpha=0.8,
+                     label="training episodes' mean return")
+    return_axis.set_ylabel("return")
+    lines = success_axis.get_lines() + return_axis.get_lines()
+    success_axis.legend(lines, [line.get_label() for line in lines], loc="upper center", bbox_to_anchor=(0.5, -0.15),
+                        ncol=2, fontsize=8)  # below the plot: the two axes' lines may cover any corner
+
+
 def _code_versions(records: list[dict]) -> list[tuple[int, str, str]]:
     """(iteration, parameter, new value) for every applied code change."""
     versions = []
@@ -62,15 +94,11 @@ def _code_versions(records: list[dict]) -> list[tuple[int, str, str]]:
     return versions
 
 
-def write_html(run: RunFolder, video: str | None = None) -> Path:
-    """``report.html``: curve, per-iteration outcomes, code diffs, reasoning, token totals, video."""
-    records = run.read_log()
+def _page_start(run: RunFolder) -> list[str]:
+    """The head of a run's page: title, style, heading and where the run folder is."""
     config = run_settings(run)
-    results = run.read_json(RESULTS) if run.file(RESULTS).is_file() else {}
-    initial = next((r for r in records if r.get("kind") == "initial"), {})
-    current = {key: value for key, value in (initial.get("parameters") or {}).items()}
     esc = html.escape
-    parts = [
+    return [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>trace-control run {esc(run.path.name)}</title>",
         "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
@@ -81,6 +109,19 @@ def write_html(run: RunFolder, video: str | None = None) -> Path:
         f"<h1>{esc(config.get('task', '?'))} — {esc(str(config.get('method', '?')))}</h1>",
         f"<p>Run folder <code>{esc(str(run.path))}</code>.</p>",
     ]
+
+
+def write_html(run: RunFolder, video: str | None = None) -> Path:
+    """``report.html``: curve, per-iteration outcomes, code diffs, reasoning, token totals, video (LLM run);
+    see :func:`_write_baseline_html` for an RL baseline."""
+    if is_baseline(run):
+        return _write_baseline_html(run)
+    records = run.read_log()
+    results = run.read_json(RESULTS) if run.file(RESULTS).is_file() else {}
+    initial = next((r for r in records if r.get("kind") == "initial"), {})
+    current = {key: value for key, value in (initial.get("parameters") or {}).items()}
+    esc = html.escape
+    parts = _page_start(run)
     if results:
         test, llm = results.get("test", {}), results.get("llm", {})
         cost = llm.get("cost_usd")
@@ -163,10 +204,134 @@ def _diff(old: object, new: object) -> str:
     return "<pre>" + "\n".join(lines) + "</pre>"
 
 
+def _write_baseline_html(run: RunFolder) -> Path:
+    """``report.html`` of an RL baseline: results, curve, settings, every test episode, how to load the policy."""
+    from trace_control.baselines import ALGORITHMS, POLICY, TEST_EPISODES
+
+    esc = html.escape
+    settings = run_settings(run)
+    results = run.read_json(RESULTS) if run.file(RESULTS).is_file() else {}
+    parts = _page_start(run)
+    if results:
+        test = results["test"]
+        low, high = test["success_interval"]
+        parts.append(f"<p>{esc(results['stopped'])}; {esc(results['baseline']['library'])}, torch "
+                     f"{esc(results['baseline']['torch'])}; observation: {esc(results['baseline']['observation'])}."
+                     "</p>")
+        parts.append("<table><tr><th>status</th><th>training steps</th><th>training time</th><th>test success "
+                     "(95% CI)</th><th>test return</th><th>test placements</th></tr>")
+        parts.append(f"<tr><td>{esc(results['status'])}</td><td>{results['env_steps']['train']:,}</td>"
+                     f"<td>{results['seconds']['train']:.0f} s</td>"
+                     f"<td>{test['success_rate']:.2f} ({low:.2f}-{high:.2f})</td>"
+                     f"<td>{test['return_mean']:.2f} ± {test['return_std']:.2f}</td>"
+                     f"<td>{esc(settings.get('test_seeds', '?'))}</td></tr></table>")
+    if run.file(CURVE).is_file():
+        parts.append(f"<h2>Learning curve</h2><img src='{CURVE}' alt='learning curve' width='700'>")
+    parts.append("<h2>Settings</h2><table>")
+    for key in ("algo", "steps", "seed", "device", "threads", "env_kwargs", "hyperparameters", "train_seeds",
+                "test_seeds"):
+        parts.append(f"<tr><th>{esc(key)}</th><td>{esc(str(settings.get(key, '')))}</td></tr>")
+    parts.append("</table>")
+    if run.file(TEST_EPISODES).is_file():
+        parts.append("<h2>Test episodes</h2><table><tr><th>placement</th><th>outcome</th><th>return</th>"
+                     "<th>length</th></tr>")
+        for episode in run.read_json(TEST_EPISODES):
+            parts.append(f"<tr><td>{episode['seed']}</td><td>{'success' if episode['success'] else 'failure'}</td>"
+                         f"<td>{episode['return']:.3f}</td><td>{episode['length']}</td></tr>")
+        parts.append("</table>")
+    use = _POLICY_USE.format(algorithm=ALGORITHMS.get(settings.get("algo", ""), "SAC"), task=settings.get("task"),
+                             policy=run.file(POLICY))
+    parts.append(f"<h2>Using the policy</h2><pre>{esc(use)}</pre>")
+    parts.append("</body></html>")
+    run.write_text("report.html", "\n".join(parts))
+    return run.file("report.html")
+
+
+_POLICY_USE = """import gymnasium
+from stable_baselines3 import {algorithm}
+from trace_control import envs
+
+model = {algorithm}.load("{policy}", device="cpu")
+env = envs.make("{task}")
+observation, info = env.reset(seed=2000)
+action, _ = model.predict(gymnasium.spaces.flatten(env.observation_space, observation), deterministic=True)"""
+
+
+# -- runs side by side -----------------------------------------------------------------------------------------
+def comparison_row(run: RunFolder) -> dict:
+    """One finished run's figures for the side-by-side table; FileNotFoundError for an unfinished one.
+
+    ``env_steps`` is what learning used (training plus validation episodes); ``learning_seconds`` is the
+    wall time of learning: an RL run's training, an LLM run's iterations and validations (LLM calls
+    included). Neither counts the test.
+    """
+    if not run.file(RESULTS).is_file():
+        raise FileNotFoundError(f"{run.path} has no {RESULTS}: only finished runs can be compared")
+    results, settings = run.read_json(RESULTS), run_settings(run)
+    baseline = is_baseline(run)
+    seconds = results["seconds"]["train"]
+    if baseline:
+        learner, tokens = f"RL: {results['baseline']['algorithm']}", None
+    else:
+        learner, tokens = f"LLM: {results['llm'].get('model') or '?'}", results["llm"]["total_tokens"]
+    return {"run": run.path.name, "task": results["task"], "method": results["method"], "learner": learner,
+            "test_success": results["test"]["success_rate"], "test_interval": results["test"]["success_interval"],
+            "test_placements": settings.get("test_seeds", str(results.get("test_seeds", "?"))),
+            "return_mean": results["test"]["return_mean"], "return_std": results["test"]["return_std"],
+            "env_steps": results["env_steps"]["train"] + results["env_steps"]["validation"],
+            "learning_seconds": round(seconds, 1), "llm_tokens": tokens}
+
+
+def comparison_table(rows: list[dict]) -> str:
+    """The rows as a Markdown table (by task, then method), with a note on what each column counts."""
+    lines = ["| task | method | learner | test success (95% CI) | test return | env steps | learning time | "
+             "LLM tokens | run |", "|---" * 9 + "|"]
+    for row in sorted(rows, key=lambda row: (row["task"], row["method"], row["run"])):
+        low, high = row["test_interval"]
+        tokens = "-" if row["llm_tokens"] is None else f"{row['llm_tokens']:,}"
+        lines.append(f"| {row['task']} | {row['method']} | {row['learner']} | {row['test_success']:.2f} "
+                     f"({low:.2f}-{high:.2f}) | {row['return_mean']:.2f} ± {row['return_std']:.2f} | "
+                     f"{row['env_steps']:,} | {_duration(row['learning_seconds'])} | {tokens} | {row['run']} |")
+    notes = ["", "Test: the final controller or policy (an LLM run's is chosen on validation), once per test "
+             "placement. Env steps: training and validation episodes (Meta-World: macro-steps). Learning time: "
+             "wall time of training (LLM runs: the iterations in log.jsonl), without the test."]
+    for task in sorted({row["task"] for row in rows}):
+        placements = {row["test_placements"] for row in rows if row["task"] == task}
+        if len(placements) > 1:
+            notes.append(f"Warning: the {task} runs were tested on different placements "
+                         f"({', '.join(sorted(placements))}); their success rates are not comparable.")
+        else:
+            notes.append(f"{task}: every run tested on placements {placements.pop()}.")
+    return "\n".join(lines + notes) + "\n"
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else (f"{minutes}m{rest:02d}s" if minutes else f"{rest}s")
+
+
+def write_comparison(run_paths: list[str | Path], out: str | Path) -> str:
+    """Compare finished runs (LLM and RL alike) in one Markdown table written to ``out``; return its text.
+
+    Raises FileNotFoundError naming a folder that is not a finished run.
+    """
+    rows = []
+    for path in run_paths:
+        run = RunFolder(path)
+        if not run.file(CONFIG).is_file():
+            raise FileNotFoundError(f"{path} is not a run folder (no {CONFIG})")
+        rows.append(comparison_row(run))
+    text = comparison_table(rows)
+    atomic_write_text(out, text)
+    return text
+
+
 def make_report(run_path: str | Path, with_video: bool = True) -> dict[str, Path]:
     """Write the curve, the best controller's video (optional) and the HTML page of a run.
 
-    The video's controller runs in the jail, like every run of exported code.
+    The video's controller runs in the jail, like every run of exported code. An RL baseline has no
+    controller file, so no video.
     """
     from trace_control.config import config_from_record
     from trace_control.policies import ControllerCode
@@ -184,7 +349,7 @@ def make_report(run_path: str | Path, with_video: bool = True) -> dict[str, Path
         try:
             record_video(ControllerCode.from_file(run.file(BEST)), config.task, out, seeds=config.test_seeds[:2],
                          layout="grid", env_kwargs=config.env_kwargs(), width=240, height=240,
-                         jailed=not config.in_process, limits=config.jail_limits())
+                         jailed=True, limits=config.jail_limits())
             written["video"] = out
             video_name = out.name
         except (JailUnavailable, ValueError, OSError) as error:

@@ -166,7 +166,8 @@ def run_episode(env: Any, policy: Policy, seed: int | None = None, keep_steps: b
     printed = policy.printed()
     if printed:
         more = f"... ({len(printed) - MAX_PRINTED_CHARS} more characters)" if len(printed) > MAX_PRINTED_CHARS else ""
-        episode.outcome += f"\nThe controller printed: {printed[:MAX_PRINTED_CHARS]}{more}"
+        quoted = (printed[:MAX_PRINTED_CHARS] + more).rstrip("\n").replace("\n", "\n  | ")
+        episode.outcome += f"\nThe controller printed (its own text, not an outcome):\n  | {quoted}"
     episode.seconds = time.perf_counter() - started
     return episode
 

@@ -31,7 +31,7 @@ from trace_control.rollout import Episode, batch_rollout
 from trace_control.runners import Runner, evaluate, make_runner
 from trace_control.runs import BEST, CONFIG, LAST, LLM_CALLS, PROMPTS, RESULTS, STATE, RunFolder
 from trace_control.sandbox import check_controller_code
-from trace_control.trace import Module, name_scope, to_literal
+from trace_control.trace import Module, name_scope
 
 
 def build_controller(config: TrainConfig) -> Module:
@@ -122,6 +122,7 @@ class TrainState:
     train_successes: int = 0
     train_env_steps: int = 0
     validation_env_steps: int = 0
+    learning_seconds: float = 0.0
     stopped: str | None = None
 
 
@@ -153,19 +154,12 @@ class Trainer:
         self.state = TrainState()
 
     # -- parameters and checkpoints ---------------------------------------------------------------
-    def parameters(self) -> dict:
-        return {key: to_literal(p.data, key) for key, p in self.controller.parameters_dict().items()}
-
-    def set_parameters(self, values: dict) -> None:
-        parameters = self.controller.parameters_dict()
-        for key, value in values.items():
-            parameters[key]._set(value)
 
     def code(self) -> ControllerCode:
         return ControllerCode.from_module(self.controller)
 
     def _checkpoint(self) -> None:
-        self.state.parameters = self.parameters()
+        self.state.parameters = self.controller.state_dict()
         self.state.optimizer = self.optimizer.state_dict()
         self.state.sampler = self.sampler.state_dict()
         self.state.usage = self.llm.usage.summary()
@@ -176,7 +170,7 @@ class Trainer:
         saved = self.run.read_json(STATE)
         self.state = TrainState(**{key: value for key, value in saved.items()
                                    if key in {f.name for f in dataclasses.fields(TrainState)}})
-        self.set_parameters(self.state.parameters)
+        self.controller.load_state_dict(self.state.parameters, strict=True)
         self.optimizer.load_state_dict(self.state.optimizer)
         self.sampler.load_state_dict(self.state.sampler)
         self.llm.usage.restore(self.state.usage)
@@ -210,12 +204,14 @@ class Trainer:
         return report
 
     def _start(self) -> None:
+        started = time.perf_counter()
         report = self._validate()
+        self.state.learning_seconds += time.perf_counter() - started
         self.controller.export(self.run.file(BEST))
         self.controller.export(self.run.file(LAST))
         self.state.best_validation = self.state.last_validation
         self.run.append_log({"iteration": 0, "kind": "initial", "validation": self.state.last_validation,
-                             "parameters": self.parameters(), "tokens": self.llm.usage.summary()})
+                             "parameters": self.controller.state_dict(), "tokens": self.llm.usage.summary()})
         self._checkpoint()
         self.echo(f"iteration 0 (starting controller): validation success {report.success_rate:.2f}, "
                   f"return {report.return_mean:.2f}")
@@ -256,6 +252,7 @@ class Trainer:
         record.update({"validation": state.last_validation if validated else None,
                        "best_iteration": state.best_iteration, "tokens": self.llm.usage.summary(),
                        "stopped": stopped, "seconds": round(time.perf_counter() - started, 3)})
+        state.learning_seconds += record["seconds"]
         self.run.append_log(record)
         state.iteration = iteration
         state.stopped = stopped
@@ -319,14 +316,13 @@ class Trainer:
             if not proposal.update:
                 candidates.append({"index": index, "skipped": "no valid change", "problems": proposal.problems})
                 continue
-            backup = {p: p.data for p in proposal.update}
+            backup = self.controller.state_dict()
             for parameter, value in proposal.update.items():
-                parameter._set(value)
+                parameter.set_value(value)
             try:
                 episodes = self.runner.run(self.code(), seeds)
             finally:
-                for parameter, value in backup.items():
-                    parameter._set(value)
+                self.controller.load_state_dict(backup)
             self.state.train_env_steps += sum(e.length for e in episodes)
             successes = sum(e.success for e in episodes)
             mean_return = sum(e.episode_return for e in episodes) / len(episodes)
@@ -373,9 +369,11 @@ class Trainer:
 
     def _finish(self, stopped: str) -> dict:
         state, usage = self.state, self.llm.usage.summary()
+        started = time.perf_counter()
         test = self._test(BEST)
         same = self.run.file(BEST).read_text(encoding="utf-8") == self.run.file(LAST).read_text(encoding="utf-8")
         last_test = test if same else self._test(LAST)
+        test_seconds = time.perf_counter() - started
         llm_failed_all = usage["calls"] == 0 and usage["failed_calls"] > 0
         results = {
             "task": self.config.task, "method": self.config.label(), "protocol": self.config.protocol,
@@ -387,6 +385,7 @@ class Trainer:
             "env_steps": {"train": state.train_env_steps, "validation": state.validation_env_steps,
                           "test": test["env_steps"] + (0 if same else last_test["env_steps"])},
             "train_episodes": state.train_episodes, "train_successes": state.train_successes,
+            "seconds": {"train": round(state.learning_seconds, 3), "test": round(test_seconds, 3)},
             "llm": {**{key: usage[key] for key in ("calls", "failed_calls", "prompt_tokens", "completion_tokens",
                                                     "total_tokens", "cost_usd")}, "model": self.llm.model},
             "isolation": self.runner.isolation,

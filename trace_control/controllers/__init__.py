@@ -1,17 +1,14 @@
 """Traced controller policies: a starting point per task, reference experts, and loading.
 
 A controller is anything that maps an observation dict to an action list: a
-:class:`~controllers.base.Controller` (traced, trainable) or a plain object loaded
-from an exported ``.py`` file (``load()`` in that file returns it).
+:class:`~trace_control.controllers.base.Controller` (traced, trainable), or the object
+``load()`` returns in an exported ``.py`` file, which runs where every controller runs (see
+:mod:`trace_control.policies`).
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
-import sys
-from pathlib import Path
-from typing import Any
 
 from trace_control.controllers.base import Controller
 
@@ -58,22 +55,4 @@ def expert_controller(task: str) -> Controller:
     return EXPERTS[task]()
 
 
-def load_exported(path: str | Path) -> Any:
-    """Run an exported controller file and return its object (``load()`` in the file)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no controller file at {path}")
-    name = f"exported_controller_{abs(hash(str(path.resolve())))}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.modules.pop(name, None)
-    if not hasattr(module, "load"):
-        raise ValueError(f"{path} has no load() function; is it a file exported by trace-control?")
-    return module.load()
-
-
-__all__ = ["STARTING", "Controller", "expert_controller", "import_class", "load_exported", "starting_controller"]
+__all__ = ["STARTING", "Controller", "expert_controller", "import_class", "starting_controller"]

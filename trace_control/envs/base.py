@@ -58,12 +58,16 @@ def check_action(action: Any, size: int) -> list[float]:
             except ValueError:  # an array of several values where one number belongs
                 raise ActionError(f"action[{index}] holds {np.size(value)} values, expected one number") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ActionError(f"action[{index}] is {type(value).__name__} {value!r:.40}, expected a number")
-        if math.isnan(value):
+            raise ActionError(f"action[{index}] is {type(value).__name__} {repr(value)[:40]}, expected a number")
+        try:
+            number = float(value)
+        except OverflowError:
+            raise ActionError(f"action[{index}] is an integer too large for a float") from None
+        if math.isnan(number):
             raise ActionError(f"the action contained NaN at index {index}")
-        if math.isinf(value):
+        if math.isinf(number):
             raise ActionError(f"the action contained an infinite value at index {index}")
-        values.append(float(value))
+        values.append(number)
     return values
 
 

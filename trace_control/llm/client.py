@@ -11,6 +11,7 @@ through a budget shared with other clients, and no new call starts once it is sp
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -186,8 +187,8 @@ class LLMClient:
             self.usage.failed_calls += 1
             raise LLMError(f"the LLM server's answer had no choices: {_short(str(response))}")
         usage = getattr(response, "usage", None)
-        prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
-        completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+        prompt_tokens = _token_count(getattr(usage, "prompt_tokens", 0))
+        completion_tokens = _token_count(getattr(usage, "completion_tokens", 0))
         self.usage.add(self.model, prompt_tokens, completion_tokens)
         answers = []
         for index, choice in enumerate(choices):
@@ -199,6 +200,13 @@ class LLMClient:
                             "completion_tokens": completion_tokens if index == 0 else 0,
                             "first_of_request": index == 0})
         return answers
+
+
+def _token_count(value: object) -> int:
+    """A token count as the server reported it; anything that is not a sane count is 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return 0
+    return int(min(max(value, 0), 10**9))
 
 
 def _short(text: str, limit: int = 300) -> str:

@@ -2,52 +2,42 @@
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable
 
 from trace_control.llm import LLMClient
 from trace_control.optim.base import Optimizer
+from trace_control.optim.compose import compose, fixed_part, text_part
+from trace_control.optim.memory import memory_part
 from trace_control.optim.problem import variable_text
-from trace_control.optim.prompts import OPRO_SYSTEM
-from trace_control.optim.render import compact
+from trace_control.optim.prompts import OPRO_SYSTEM, PROBLEMS
 from trace_control.optim.update import CodeChecker
 from trace_control.trace import Module, ParameterNode
 
+HISTORY = "Earlier values and feedback (oldest first)"
+ORDER = ["Goal", HISTORY, "Current values", "Feedback on the current values", PROBLEMS]
+
 
 class OPRO(Optimizer):
-    """Optimization by prompting: current values, their feedback, and a history of both."""
+    """Optimization by prompting: current values, their feedback, and a history of both.
+
+    The history is the shared memory of past attempts (``memory_size`` of them).
+    """
 
     system_prompt = OPRO_SYSTEM
 
     def __init__(self, parameters: Iterable[ParameterNode] | Module, llm: LLMClient | None = None,
-                 memory_size: int = 10, objective: str | None = None, num_candidates: int = 1,
-                 code_checker: CodeChecker | None = None) -> None:
-        super().__init__(parameters, llm, objective, num_candidates, code_checker)
-        self.memory_size = memory_size
-        self.history: deque[tuple[str, str]] = deque(maxlen=memory_size or None)
-        self._current: tuple[str, str] | None = None
+                 memory_size: int = 10, objective: str | None = None, max_prompt_tokens: int | None = 6000,
+                 num_candidates: int = 1, code_checker: CodeChecker | None = None) -> None:
+        super().__init__(parameters, llm, memory_size, objective, max_prompt_tokens, num_candidates, code_checker)
 
-    def build_prompt(self) -> str:
-        feedback: list[str] = []
-        for parameter in self.parameters:
-            for record in parameter.feedback:
-                text = record.feedback if isinstance(record.feedback, str) else compact(record.feedback)
-                if text not in feedback:
-                    feedback.append(text)
-        variables = "\n".join(variable_text(p) for p in self.parameters)
-        current_feedback = "\n".join(feedback) or "(no feedback was given)"
-        self._current = (variables, current_feedback)
-        parts = [f"#Goal\n{self.objective or 'Improve the solution according to the feedback.'}"]
-        if self.history:
-            past = "\n\n".join(f"Values:\n{v}\nFeedback: {f}" for v, f in self.history)
-            parts.append(f"#Earlier values and feedback (oldest first)\n{past}")
-        parts.append(f"#Current values\n{variables}")
-        parts.append(f"#Feedback on the current values\n{current_feedback}")
-        return "\n\n".join(parts)
-
-    def _memory(self) -> deque:
-        return self.history
-
-    def remember(self) -> None:
-        if self._current is not None:
-            self.history.append(self._current)
+    def build_prompt(self, problems: list[str], budget: int | None) -> tuple[str, list[str]]:
+        parts = [
+            fixed_part("Goal", self.objective or "Improve the solution according to the feedback."),
+            fixed_part("Current values", "\n".join(variable_text(p) for p in self.parameters)),
+            text_part("Feedback on the current values", "\n".join(self.feedback_lines()), share=0.4),
+        ]
+        if problems:
+            parts.append(text_part(PROBLEMS, self.problems_text(problems), share=0.1))
+        if len(self.memory):
+            parts.append(memory_part(HISTORY, self.memory, self.current_values(), share=1.0))
+        return compose(parts, ORDER, budget)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 SECTIONS = ("Instruction", "Code", "Documentation", "Variables", "Constraints", "Inputs", "Others",
             "Outputs", "Feedback")
+MEMORY = "Past attempts"
+NO_FEEDBACK = "(no feedback was given; call backward before step)"
+PROBLEMS = "Problems with your previous answer"
 
 DEFAULT_INSTRUCTION = (
     "Change the values of the variables in #Variables so that the output improves according to "
@@ -21,7 +24,9 @@ You are shown a report of one run of the program:
 #Others: intermediate values computed during the run.
 #Outputs: the result of the run.
 #Feedback: what was good or bad about the result.
-A section may say "(not shown)" when it is withheld from you.
+#Past attempts (if any): earlier values of the variables and the feedback they got.
+A section may say "(not shown)" when it is withheld from you. Long runs of similar steps are condensed into
+one line giving their range and the kinds of feedback they had.
 
 Work out from the trace and the feedback which variables caused the problem and how to change them.
 """ + """

@@ -20,11 +20,14 @@ FORBIDDEN_NAMES = frozenset({
     "delattr", "input", "breakpoint", "memoryview", "help", "exit", "quit", "__builtins__", "__loader__",
     "__spec__",
 })
-# numpy's doors to files and foreign code
+# numpy's doors to files and foreign code, reflection's doors to frames and code, modules re-exported
 FORBIDDEN_ATTRIBUTES = frozenset({
     "save", "savez", "savez_compressed", "savetxt", "load", "loadtxt", "genfromtxt", "fromfile", "tofile",
     "fromregex", "memmap", "ctypeslib", "ctypes", "lib", "DataSource", "f2py", "testing", "distutils",
-    "system", "popen",
+    "system", "popen", "attrgetter", "methodcaller", "tb_frame", "tb_next", "gi_frame", "gi_code", "cr_frame",
+    "ag_frame", "f_globals", "f_locals", "f_builtins", "f_back", "f_code", "format_map",
+    "os", "sys", "builtins", "importlib", "subprocess", "inspect", "gc", "io", "pathlib", "shutil", "socket",
+    "signal", "pickle", "marshal", "types", "threading", "resource",
 })
 MAX_CODE_CHARS = 20_000
 
@@ -35,13 +38,9 @@ def check_controller_code(code: str, fn_name: str) -> list[str]:
         return [f"the code must be text, got {type(code).__name__}"]
     if len(code) > MAX_CODE_CHARS:
         return [f"the code is {len(code):,} characters long; the limit is {MAX_CODE_CHARS:,}"]
-    try:
-        tree = ast.parse(code)
-    except SyntaxError as error:
-        return [f"the code has a syntax error at line {error.lineno}: {error.msg}"]
-    except (ValueError, MemoryError, RecursionError) as error:
-        return [f"the code cannot be parsed: {error}"]
-    problems: list[str] = []
+    tree, problems = _parsed(code, "code")
+    if tree is None:
+        return problems
     definitions = [item for item in tree.body if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef))]
     others = [item for item in tree.body if not isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef,
                                                                   ast.Import, ast.ImportFrom))]
@@ -66,13 +65,18 @@ def _unique(items: list[str]) -> list[str]:
 
 def check_file(text: str) -> list[str]:
     """What an exported controller file reaches for (imports, names, attributes); empty: nothing flagged."""
+    tree, problems = _parsed(text, "file")
+    return problems if tree is None else _unique(_reach(tree))
+
+
+def _parsed(text: str, what: str) -> tuple[ast.AST | None, list[str]]:
+    """(the syntax tree, []) or (None, [why ``text`` does not parse])."""
     try:
-        tree = ast.parse(text)
+        return ast.parse(text), []
     except SyntaxError as error:
-        return [f"the file has a syntax error at line {error.lineno}: {error.msg}"]
+        return None, [f"the {what} has a syntax error at line {error.lineno}: {error.msg}"]
     except (ValueError, MemoryError, RecursionError) as error:
-        return [f"the file cannot be parsed: {error}"]
-    return _unique(_reach(tree))
+        return None, [f"the {what} cannot be parsed: {error}"]
 
 
 def _reach(tree: ast.AST) -> list[str]:
@@ -88,15 +92,19 @@ def _reach(tree: ast.AST) -> list[str]:
             root = (item.module or "").split(".")[0]
             if item.level or root not in ALLOWED_IMPORTS:
                 problems.append(_import_problem(item.module or ".", item.lineno))
+            for alias in item.names:
+                if alias.name.startswith("_") and root != "__future__" or alias.name in FORBIDDEN_ATTRIBUTES:
+                    problems.append(f"the controller imports {alias.name} from {item.module} (line {item.lineno}), "
+                                    "which is not allowed (no private names, no modules re-exported)")
         elif isinstance(item, ast.Name) and item.id in FORBIDDEN_NAMES:
             problems.append(f"the controller uses {item.id} (line {item.lineno}), which is not allowed")
         elif isinstance(item, ast.Attribute):
-            if item.attr.startswith("__") and item.attr.endswith("__"):
+            if item.attr.startswith("_"):
                 problems.append(f"the controller uses the attribute {item.attr} (line {item.lineno}); "
-                                "double-underscore attributes are not allowed")
+                                "private and double-underscore attributes are not allowed")
             elif item.attr in FORBIDDEN_ATTRIBUTES:
                 problems.append(f"the controller uses .{item.attr} (line {item.lineno}), which is not allowed "
-                                "(no file or foreign-code access)")
+                                "(it reaches files, foreign code or the interpreter's internals)")
         elif isinstance(item, (ast.Global, ast.Nonlocal)):
             problems.append(f"the controller uses a {type(item).__name__.lower()} statement "
                             f"(line {item.lineno}), which is not allowed")

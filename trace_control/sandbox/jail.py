@@ -44,6 +44,7 @@ MAX_MESSAGE_CHARS = 2000
 NOBODY = 65534
 THREAD_SETTINGS = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "LC_ALL": "C.UTF-8"}
 NAMESPACES = ("user", "pid", "net", "mnt", "ipc", "uts")
+DEVICES = ("/dev/null", "/dev/zero", "/dev/urandom")  # the only device nodes inside; no writable /dev or /dev/shm
 FIX = ("install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap libseccomp2), or pass --in-process to run "
        "controller code unprotected in this process (only for code you trust)")
 
@@ -172,8 +173,9 @@ def bwrap_path() -> str:
 class Jail:
     """One jailed host process. ``load`` a controller, then per episode ``begin`` and ``act``."""
 
-    def __init__(self, limits: JailLimits | None = None) -> None:
+    def __init__(self, limits: JailLimits | None = None, cpu: int | None = None) -> None:
         self.limits = limits or JailLimits()
+        self.cpu = cpu
         self.process: subprocess.Popen | None = None
         self.status = JailStatus()
         self.output = bytearray()
@@ -181,10 +183,17 @@ class Jail:
         self._output_fd = -1
         self._buffer = b""
         self._episode_deadline = math.inf
+        self._host_pid = 0
+        self._info_fd = -1
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
         """Start the jail and wait for its hello. Raises :class:`JailUnavailable` when it cannot be built."""
+        self.launch()
+        self.wait_ready()
+
+    def launch(self) -> None:
+        """Start the jail's processes without waiting for them (see :meth:`wait_ready`)."""
         bwrap = bwrap_path()
         try:
             jail_program, no_exec_program = seccomp.jail_filter(), seccomp.no_exec_filter()
@@ -198,13 +207,16 @@ class Jail:
         info_read, info_write = os.pipe()
         settings = {"memory_bytes": self.limits.memory_bytes, "cpu_seconds": self.limits.cpu_seconds,
                     "file_bytes": self.limits.file_bytes, "site": "/jail/site", "reply_fd": reply_write,
-                    "no_exec_filter": "/jail/no-exec.bpf"}
+                    "no_exec_filter": "/jail/no-exec.bpf", "owner": os.getpid()}  # owner: to find strays
         arguments = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--uid", str(NOBODY),
                      "--gid", str(NOBODY), "--hostname", "jail", "--die-with-parent", "--new-session",
                      "--cap-drop", "ALL", "--clearenv"]
         for key, value in THREAD_SETTINGS.items():
             arguments += ["--setenv", key, value]
-        arguments += ["--proc", "/proc", "--dev", "/dev", "--size", str(self.limits.tmp_bytes), "--tmpfs", "/tmp"]
+        arguments += ["--proc", "/proc", "--dir", "/dev"]
+        for device in DEVICES:
+            arguments += ["--dev-bind", device, device]
+        arguments += ["--size", str(self.limits.tmp_bytes), "--tmpfs", "/tmp"]
         arguments += _system_binds()
         for path in paths:
             arguments += ["--ro-bind", path, path]
@@ -213,9 +225,11 @@ class Jail:
             arguments += ["--ro-bind", numpy_libs, "/jail/site/numpy.libs"]
         arguments += ["--ro-bind-data", str(host_fd), "/jail/host.py",
                       "--ro-bind-data", str(no_exec_fd), "/jail/no-exec.bpf",
-                      "--info-fd", str(info_write), "--seccomp", str(filter_fd), "--chdir", "/tmp", "--",
+                      "--remount-ro", "/", "--as-pid-1", "--info-fd", str(info_write), "--seccomp", str(filter_fd),
+                      "--chdir", "/tmp", "--",
                       executable, "-I", "-S", "-B", "-u", "-X", "utf8", "/jail/host.py", json.dumps(settings)]
         inherited = [host_fd, filter_fd, no_exec_fd, reply_write, info_write]
+        share_a_cpu(self.cpu)
         try:
             self.process = subprocess.Popen(arguments, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                             stderr=subprocess.STDOUT, pass_fds=inherited, env={},
@@ -226,17 +240,23 @@ class Jail:
             raise JailUnavailable(f"bubblewrap could not be started ({error}): {FIX}") from None
         for descriptor in inherited:
             os.close(descriptor)
+        os.set_blocking(self.process.stdin.fileno(), False)
         self._reply_fd = reply_read
+        self._info_fd = info_read
         self._output_fd = self.process.stdout.fileno()
         self._buffer = b""
         self.output = bytearray()
+
+    def wait_ready(self) -> None:
+        """Wait for the launched jail's hello and read its status; :class:`JailUnavailable` if it never comes."""
+        info_read, self._info_fd = self._info_fd, -1
         try:
             kind, payload = self._receive(time.monotonic() + self.limits.startup_seconds, (b"H",))
         except JailFault:
             os.close(info_read)
             said = bytes(self.output).decode("utf-8", "replace").strip().splitlines()
             self.kill()
-            detail = said[-1] if said else "it stopped without a word"
+            detail = clean_text(said[-1]) if said else "it stopped without a word"
             raise JailUnavailable(f"the jail could not be built ({detail}): {FIX}") from None
         hello = _json_object(payload)
         self.status = self._inspect(info_read)
@@ -248,8 +268,7 @@ class Jail:
         with os.fdopen(info_read, "rb") as stream:
             info = _json_object(stream.read(65536))
         status = JailStatus()
-        init = int(info.get("child-pid", 0))
-        host = _descendant(init) or init
+        host = self._host_pid = int(info.get("child-pid", 0))  # with --as-pid-1, the host program itself
         own_ids = {name: os.stat(f"/proc/self/ns/{name}").st_ino for name in NAMESPACES}
         for name in NAMESPACES:
             try:
@@ -276,10 +295,16 @@ class Jail:
         """Kill the whole jail (bubblewrap and, with it, its PID namespace)."""
         if self.process is None:
             return
+        if self._host_pid and _parent_of(self._host_pid) == self.process.pid:
+            try:  # the PID namespace's init: its death ends everything in the jail
+                os.kill(self._host_pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         try:
             os.killpg(self.process.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        self._host_pid = 0
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -289,9 +314,10 @@ class Jail:
                 stream.close()
             except OSError:
                 pass
-        if self._reply_fd >= 0:
-            os.close(self._reply_fd)
-            self._reply_fd = -1
+        for descriptor in (self._reply_fd, self._info_fd):
+            if descriptor >= 0:
+                os.close(descriptor)
+        self._reply_fd = self._info_fd = -1
         self.process = None
 
     close = kill
@@ -331,20 +357,31 @@ class Jail:
     def take_output(self) -> str:
         """What the controller printed since the episode began (capped)."""
         self._drain_output()
-        return bytes(self.output).decode("utf-8", "replace")
+        return clean_text(bytes(self.output).decode("utf-8", "replace"))
 
     # -- the channel ------------------------------------------------------------------------------
     def _step_deadline(self) -> float:
         return min(time.monotonic() + self.limits.step_seconds + self.limits.grace_seconds, self._episode_deadline)
 
     def _send(self, kind: bytes, payload: bytes) -> None:
+        """Write one frame before the step's deadline (the jail can fill its own input pipe: never block on it)."""
         if not self.alive():
             raise JailFault("the controller's process is not running")
-        try:
-            self.process.stdin.write(kind + len(payload).to_bytes(4, "big") + payload)
-            self.process.stdin.flush()
-        except (BrokenPipeError, OSError):
-            raise self._fault("closed its input", died=True) from None
+        data = memoryview(kind + len(payload).to_bytes(4, "big") + payload)
+        descriptor = self.process.stdin.fileno()
+        deadline = time.monotonic() + self.limits.step_seconds + self.limits.grace_seconds
+        while data:
+            try:
+                data = data[os.write(descriptor, data):]
+                continue
+            except BlockingIOError:
+                pass
+            except OSError:
+                raise self._fault("closed its input", died=True) from None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._fault("stopped reading its input")
+            select.select([], [descriptor], [], remaining)
 
     def _expect_done(self, deadline: float, doing: str) -> None:
         kind, payload = self._receive(deadline, (b"K", b"E"), doing)
@@ -415,12 +452,54 @@ class Jail:
                     or not isinstance(frame[1], int) or isinstance(frame[1], bool)):
                 raise self._fault("sent a malformed error report")
             checked.append((frame[0][:200], frame[1]))
-        return {"type": _printable(kind[:100]) or "Error", "message": cap_text(message), "frames": checked}
+        return {"type": _printable(clean_text(kind[:100])) or "Error", "message": cap_text(clean_text(message)),
+                "frames": checked}
+
+
+def share_a_cpu(cpu: int | None = None) -> None:
+    """Pin the calling thread (and so the jail it starts next) to one CPU.
+
+    Every controller call is a round trip between this thread and the jail, and neither runs
+    while the other works: on one CPU the hand-over is a plain context switch, across two it
+    costs a cross-CPU wake-up, several times slower (see benchmarks/suite.py). ``cpu`` defaults
+    to the one the thread runs on now; a CPU it may not use is ignored.
+    """
+    allowed = os.sched_getaffinity(0)
+    if len(allowed) < 2:
+        return
+    if cpu is None:
+        try:
+            cpu = int(Path("/proc/thread-self/stat").read_text().rsplit(")", 1)[1].split()[36])
+        except (OSError, ValueError, IndexError):
+            return
+    chosen = sorted(allowed)[cpu % len(allowed)] if cpu not in allowed else cpu
+    os.sched_setaffinity(0, {chosen})
 
 
 def cap_text(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
     """``text`` cut to ``limit`` characters, saying how much was left out."""
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit:,} more characters)"
+
+
+def clean_text(text: str) -> str:
+    """Text the controller produced, safe for a terminal, a prompt and a UTF-8 file.
+
+    Control characters (escape sequences, NUL, carriage returns) become ``\\xNN`` escapes, lone
+    surrogates become U+FFFD; line breaks and tabs stay.
+    """
+    text = text.encode("utf-8", "replace").decode("utf-8") if _has_surrogates(text) else text
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() or char in "\n\t" else f"\\x{ord(char):02x}" if ord(char) < 256
+                   else f"\\u{ord(char):04x}" for char in text)
+
+
+def _has_surrogates(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _printable(text: str) -> str:
@@ -435,18 +514,12 @@ def _json_object(payload: bytes) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def _descendant(pid: int) -> int | None:
-    """The deepest first child of ``pid`` (bubblewrap's init -> the host program)."""
-    current, found = pid, None
-    for _ in range(4):
-        try:
-            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
-        except OSError:
-            return found
-        if not children:
-            return found
-        current = found = int(children[0])
-    return found
+def _parent_of(pid: int) -> int | None:
+    """The parent process of ``pid`` (to kill only a process that is still ours), or None."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _exit_text(code: int) -> str:

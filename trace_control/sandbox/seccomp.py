@@ -5,7 +5,7 @@ Two programs, both "allow by default, refuse a list":
 - :func:`jail_filter`, loaded by bubblewrap right before it starts the host program: no
   namespaces or mounts, no tracing or reading other processes, no kernel keyring, BPF,
   io_uring or module loading, no new processes or threads, no sockets, no terminal
-  injection.
+  injection, and no way to drop the parent-death signal that ends the jail with its parent.
 - :func:`no_exec_filter`, loaded by the host program itself once it has started: no
   ``execve`` (the first filter has to let bubblewrap start the interpreter).
 
@@ -34,6 +34,9 @@ DENIED = (
     # sockets: the host talks over inherited pipes only
     "socket", "socketpair",
 )
+
+
+PR_SET_PDEATHSIG = 1
 
 
 class SeccompUnavailable(RuntimeError):
@@ -67,6 +70,8 @@ def jail_filter() -> bytes:
     for name in DENIED:
         refused.add_rule(seccomp.ERRNO(errno.EPERM), name)
     refused.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
+    # the parent-death signal bubblewrap set is what ends the jail if the trainer dies: it stays
+    refused.add_rule(seccomp.ERRNO(errno.EPERM), "prctl", seccomp.Arg(0, seccomp.EQ, PR_SET_PDEATHSIG))
     for request in (termios.TIOCSTI, getattr(termios, "TIOCLINUX", 0x541C)):
         refused.add_rule(seccomp.ERRNO(errno.EPERM), "ioctl", seccomp.Arg(1, seccomp.MASKED_EQ, 0xFFFFFFFF, request))
     return _compiled(refused)
@@ -80,5 +85,3 @@ def no_exec_filter() -> bytes:
         refused.add_rule(seccomp.ERRNO(errno.EPERM), name)
     return _compiled(refused)
 
-
-RULES = len(DENIED) + 3

@@ -2,26 +2,39 @@
 
 With ``trainable=True`` the function's source text is a ParameterNode (``__code``):
 each call runs the *current* text, compiled once per distinct version, so after an
-optimizer rewrites it the next call runs the new code.
+optimizer rewrites it the next call runs the new code. ``async def`` functions give
+operations to ``await``.
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
+import re
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from trace_control.trace import context
-from trace_control.trace.errors import ExecutionError, TraceError
-from trace_control.trace.nodes import ExceptionNode, MessageNode, Node, ParameterNode, constant_node
+from trace_control.trace.containers import ParameterContainer
+from trace_control.trace.errors import ExecutionError, TraceError, TraceMissingInputsError
+from trace_control.trace.nodes import (
+    ExceptionNode,
+    MessageNode,
+    NestedMessageNode,
+    Node,
+    ParameterNode,
+    constant_node,
+)
 from trace_control.trace.source import (
     _ANNOTATIONS_FLAG,
+    bundled_source,
     compile_function,
     describe_error,
-    function_source,
     signature_line,
 )
+
+_OP_TAG = re.compile(r"^\[([^\[\]]+)\]\s*")
 
 
 class _InstanceView:
@@ -47,23 +60,33 @@ class _InstanceView:
         setattr(object.__getattribute__(self, "_instance"), name, value)
 
 
-class FunOp:
+class FunOp(ParameterContainer):
     """A bundled function. Call it like the function; it returns a MessageNode.
 
-    Attributes: ``name`` (the function's name), ``doc`` (documentation shown to the
-    optimizer), ``parameter`` (the ``__code`` ParameterNode when trainable, else None).
+    Attributes: ``name`` (the function's name), ``op_name`` (the name of the nodes it
+    makes: a leading ``[tag]`` of the description, else the function's name), ``doc``
+    (documentation shown to the optimizer), ``parameter`` (the ``__code``
+    ParameterNode when trainable, else None), ``info`` (the function's name, doc,
+    signature, source, line number and file). As a parameter container it has
+    ``parameters()``, ``state_dict()``, ``save`` and ``load``.
     """
 
     def __init__(self, fn: Callable, description: str | None, trainable: bool,
                  catch_execution_error: bool, allow_external_dependencies: bool,
-                 instance: Any = None, template: FunOp | None = None) -> None:
+                 traceable_code: bool = False, instance: Any = None, template: FunOp | None = None) -> None:
         self.fn = fn
         self.name = fn.__name__
-        self.doc = description if description is not None else (inspect.getdoc(fn) or "")
+        text = description if description is not None else (inspect.getdoc(fn) or "")
+        tag = _OP_TAG.match(text)
+        self.op_name = tag.group(1) if tag else self.name
+        self.doc = text[tag.end():] if tag else text
         self.trainable = trainable
         self.catch_execution_error = catch_execution_error
         self.allow_external_dependencies = allow_external_dependencies
+        self.traceable_code = traceable_code
+        self._settings = (description, trainable, catch_execution_error, allow_external_dependencies, traceable_code)
         self.signature = inspect.signature(fn)
+        self.is_async = inspect.iscoroutinefunction(fn)
         self._arg_names = [p.name for p in self.signature.parameters.values()]
         self._simple_positional = all(
             p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in self.signature.parameters.values())
@@ -71,9 +94,11 @@ class FunOp:
         self._template = template
         self._parameter: ParameterNode | None = None
         self._compiled: tuple[str, Callable] | None = None
-        self._source: str | None = None
-        self._description = f"[{self.name}] {self.doc}"
-        self._info = {"op": self}
+        self._source: tuple[str, int] | None = None
+        self.description = f"[{self.op_name}] {self.doc}"
+        # shared by the nodes this op makes; completed with the source on first read of ``info``
+        self._info: dict[str, Any] = {"op": self, "fun_name": self.name, "doc": self.doc,
+                                      "external_dependencies": ()}
         self.__doc__ = fn.__doc__
         self.__name__ = fn.__name__
         self.__wrapped__ = fn
@@ -81,10 +106,22 @@ class FunOp:
     # -- code parameter ---------------------------------------------------------
     @property
     def source(self) -> str:
-        """The original source of the function (without decorators)."""
+        """The function's source as bundled (decorators under ``@bundle`` included)."""
+        return self._located_source()[0]
+
+    def _located_source(self) -> tuple[str, int]:
         if self._source is None:
-            self._source = self._template.source if self._template else function_source(self.fn)
+            self._source = self._template._located_source() if self._template else bundled_source(self.fn)
         return self._source
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """``fun_name``, ``doc``, ``signature``, ``source``, ``line_number``, ``file`` (and ``op``)."""
+        if "source" not in self._info:
+            source, line = self._located_source()
+            self._info.update(signature=self.signature, source=source, line_number=line,
+                              file=inspect.getsourcefile(self.fn))
+        return self._info
 
     @property
     def parameter(self) -> ParameterNode | None:
@@ -101,6 +138,10 @@ class FunOp:
                            f"{signature_line(self.source, self.name)}",
                 info={"fn_name": self.name})
         return self._parameter
+
+    def parameters_dict(self) -> dict[str, ParameterNode]:
+        """``{"__code": parameter}`` when trainable, else empty."""
+        return {"__code": self.parameter} if self.trainable else {}
 
     @property
     def code_filename(self) -> str:
@@ -126,22 +167,32 @@ class FunOp:
         self._compiled = (text, fn)
         return fn
 
-    # -- calling ----------------------------------------------------------------
+    # -- binding and copying ------------------------------------------------------
     def __get__(self, instance: Any, owner: type | None = None) -> FunOp:
         if instance is None:
             return self
         key = f"__bundle_{self.name}"
         bound = instance.__dict__.get(key)
         if bound is None:
-            bound = FunOp(self.fn, self.doc, self.trainable, self.catch_execution_error,
-                          self.allow_external_dependencies, instance=instance, template=self)
+            bound = FunOp(self.fn, *self._settings, instance=instance, template=self)
             instance.__dict__[key] = bound
         return bound
+
+    def __deepcopy__(self, memo: dict) -> FunOp:
+        """A copy with its own code parameter; a method's copy is bound to the copied object."""
+        instance = self.instance
+        twin = FunOp(self.fn, *self._settings, instance=memo.get(id(instance), instance),
+                     template=self._template)
+        memo[id(self)] = twin
+        if self._parameter is not None:
+            twin._parameter = copy.deepcopy(self._parameter, memo)
+        return twin
 
     @property
     def instance(self) -> Any:
         return self._instance_ref() if self._instance_ref is not None else None
 
+    # -- calling ----------------------------------------------------------------
     def _named_arguments(self, args: tuple, kwargs: dict) -> list[tuple[str, Any]]:
         if not kwargs and self._simple_positional and len(args) <= len(self._arg_names):
             return list(zip(self._arg_names, args, strict=False))
@@ -164,8 +215,13 @@ class FunOp:
             if instance is None:
                 raise TraceError(f"the object that owns {self.name} no longer exists")
             args = (instance,) + args
+        if self.is_async:
+            return self._call_async(instance, args, kwargs)
         if not context.is_tracing():
-            return self._call_untraced(instance, args, kwargs)
+            return self._finish_untraced(self.current_function()(*self._plain(instance, args),
+                                                                 **self._plain_kwargs(kwargs)))
+        if self.traceable_code:
+            return self._call_traceable(instance, args, kwargs)
         inputs: dict[str, Node] = {}
         if not kwargs and self._simple_positional and len(args) <= len(self._arg_names):
             # the common case, in one pass: positional arguments only
@@ -180,15 +236,7 @@ class FunOp:
                     inputs[name] = constant_node(value, name)
                     plain_args.append(value)
         else:
-            for name, value in self._named_arguments(args, kwargs):
-                if instance is not None and value is instance:
-                    continue
-                inputs[name] = value if isinstance(value, Node) else constant_node(value, name)
-            plain_args = [a._data if isinstance(a, Node) else a for a in args]
-            if instance is not None:
-                plain_args[0] = _InstanceView(instance)
-            if kwargs:
-                kwargs = {k: v._data if isinstance(v, Node) else v for k, v in kwargs.items()}
+            inputs, plain_args, kwargs = self._inputs(instance, args, kwargs)
         if self.trainable:
             inputs["__code"] = self._parameter if self._parameter is not None else self.parameter
         used: list[Node] = []
@@ -197,19 +245,111 @@ class FunOp:
             result = self.current_function()(*plain_args, **kwargs)
         except Exception as error:
             context.exit_op_body(token)
-            self._add_dependencies(inputs, used, instance)
-            if not self.catch_execution_error:
-                raise
-            text = self.describe(error)
-            failed = ExceptionNode(text, inputs, error, name=self.name, description=self._description,
-                                   info=self._info)
-            raise ExecutionError(failed) from error
+            self._fail(error, inputs, used, instance)
         context.exit_op_body(token)
+        return self._finish(result, inputs, used, instance)
+
+    def _inputs(self, instance: Any, args: tuple, kwargs: dict) -> tuple[dict[str, Node], list, dict]:
+        """The op's inputs by argument name, and the plain arguments for the body."""
+        inputs: dict[str, Node] = {}
+        for name, value in self._named_arguments(args, kwargs):
+            if instance is not None and value is instance:
+                continue
+            inputs[name] = value if isinstance(value, Node) else constant_node(value, name)
+        return inputs, self._plain(instance, args), self._plain_kwargs(kwargs)
+
+    @staticmethod
+    def _plain(instance: Any, args: tuple) -> list:
+        """The arguments as the body sees them: values, and the instance as an ``_InstanceView``."""
+        plain = [a.data if isinstance(a, Node) else a for a in args]
+        if instance is not None:
+            plain[0] = _InstanceView(instance)
+        return plain
+
+    @staticmethod
+    def _plain_kwargs(kwargs: dict) -> dict:
+        return {key: value.data if isinstance(value, Node) else value for key, value in kwargs.items()}
+
+    def _finish(self, result: Any, inputs: dict[str, Node], used: list[Node], instance: Any) -> MessageNode:
+        """The call's output node; the nodes the body read join its inputs."""
+        info = self._info
         if used:
-            self._add_dependencies(inputs, used, instance)
+            external = self._add_dependencies(inputs, used, instance)
+            if external:
+                info = {**info, "external_dependencies": external}
         if isinstance(result, Node):
             result = result._data
-        return MessageNode(result, inputs, self.name, self._description, self._info)
+        return MessageNode(result, inputs, self.op_name, self.description, info)
+
+    def _fail(self, error: Exception, inputs: dict[str, Node], used: list[Node], instance: Any) -> NoReturn:
+        self._add_dependencies(inputs, used, instance)
+        if not self.catch_execution_error:
+            raise error
+        failed = ExceptionNode(self.describe(error), inputs, error, name=self.op_name,
+                               description=self.description, info=self._info)
+        raise ExecutionError(failed) from error
+
+    def _finish_untraced(self, result: Any) -> Any:
+        if isinstance(result, Node):
+            result = result._data
+        return result if context.in_op_body() else Node(result, name=self.op_name)
+
+    async def _call_async(self, instance: Any, args: tuple, kwargs: dict) -> Any:
+        """The awaitable form of a call, for ``async def`` functions."""
+        if not context.is_tracing():
+            return self._finish_untraced(await self.current_function()(*self._plain(instance, args),
+                                                                       **self._plain_kwargs(kwargs)))
+        inputs, plain_args, plain_kwargs = self._inputs(instance, args, kwargs)
+        if self.trainable:
+            inputs["__code"] = self.parameter
+        used: list[Node] = []
+        token = context.enter_op_body(used)
+        try:
+            result = await self.current_function()(*plain_args, **plain_kwargs)
+        except Exception as error:
+            context.exit_op_body(token)
+            self._fail(error, inputs, used, instance)
+        context.exit_op_body(token)
+        return self._finish(result, inputs, used, instance)
+
+    def _call_traceable(self, instance: Any, args: tuple, kwargs: dict) -> NestedMessageNode:
+        """Run the body on copies of the input nodes, tracing inside it (``traceable_code``).
+
+        The result records the body's own graph: ``info["output"]`` is its output, and
+        the parameters that graph read beyond this op's inputs are its hidden dependencies.
+        """
+        inputs: dict[str, Node] = {}
+        input_of: dict[int, Node] = {}  # id(argument) -> its input node
+        for name, value in self._named_arguments(args, kwargs):
+            if instance is not None and value is instance:
+                continue
+            inputs[name] = input_of[id(value)] = value if isinstance(value, Node) else constant_node(value, name)
+        copies = {id(n): n.detach() for n in inputs.values()}
+
+        def inner(value: Any) -> Any:  # what the body receives for an argument
+            return copies[id(input_of[id(value)])] if id(value) in input_of else value
+
+        inner_args = [inner(value) for value in args]
+        inner_kwargs = {key: inner(value) for key, value in kwargs.items()}
+        if self.trainable:
+            inputs["__code"] = self.parameter
+        try:
+            result = self.current_function()(*inner_args, **inner_kwargs)
+        except Exception as error:
+            self._fail(error, inputs, [], instance)
+        inner = result if isinstance(result, Node) else None
+        hidden: frozenset = frozenset()
+        if inner is not None:
+            outer = set().union(*(n.parameter_dependencies for n in inputs.values()))
+            copied = {id(n) for n in copies.values()}
+            found = set(inner.parameter_dependencies)
+            for nested in inner.expandable_dependencies:
+                found |= nested.hidden_dependencies
+            hidden = frozenset(p for p in found if p not in outer and id(p) not in copied)
+        info = {**self._info, "output": inner,
+                "inputs": {"args": inner_args, "kwargs": inner_kwargs}}
+        value = result._data if inner is not None else result
+        return NestedMessageNode(value, inputs, self.op_name, self.description, info, hidden)
 
     def plain_function(self) -> Callable:
         """The current code as a plain callable (no nodes, no tracing): for fast rollouts.
@@ -230,23 +370,13 @@ class FunOp:
             return describe_error(error, None, None, self.name)
         return describe_error(error, self.parameter._data, self.code_filename, self.name)
 
-    def _call_untraced(self, instance: Any, args: tuple, kwargs: dict) -> Any:
-        def plain(value: Any) -> Any:
-            return value.data if isinstance(value, Node) else value
-
-        args = tuple(plain(a) for a in args)
-        if instance is not None:
-            args = (_InstanceView(instance),) + args[1:]
-        result = self.current_function()(*args, **{key: plain(v) for key, v in kwargs.items()})
-        if isinstance(result, Node):
-            result = result._data
-        return result if context.in_op_body() else Node(result, name=self.name)
-
-    def _add_dependencies(self, inputs: dict[str, Node], used: list[Node], instance: Any) -> None:
+    def _add_dependencies(self, inputs: dict[str, Node], used: list[Node], instance: Any) -> tuple[Node, ...]:
+        """Add the nodes the body read to ``inputs``; return those that were neither passed nor owned."""
         known = {id(n) for n in inputs.values()}
         owned = {}
         if instance is not None:
             owned = {id(value): attr for attr, value in vars(instance).items() if isinstance(value, Node)}
+        external = []
         for dependency in used:
             if id(dependency) in known:
                 continue
@@ -255,30 +385,45 @@ class FunOp:
                 inputs[owned[id(dependency)]] = dependency
             elif self.allow_external_dependencies:
                 inputs[dependency.py_name] = dependency
+                external.append(dependency)
             else:
-                raise TraceError(
+                raise TraceMissingInputsError(
                     f"{self.name} read the node {dependency.name} without receiving it as an input; "
                     "pass it as an argument, or use bundle(allow_external_dependencies=True)")
+        return tuple(external)
 
     def __repr__(self) -> str:
         return f"<bundled op {self.name}{' (trainable)' if self.trainable else ''}>"
 
 
 def bundle(description: str | None = None, trainable: bool = False, catch_execution_error: bool = True,
-           allow_external_dependencies: bool = False) -> Callable[[Callable], FunOp]:
+           allow_external_dependencies: bool = False, traceable_code: bool = False,
+           overwrite_python_recursion: bool | None = None) -> Callable[[Callable], FunOp]:
     """Decorator: record calls of the function as single graph operations.
 
-    ``description`` replaces the docstring as the op's documentation. With
-    ``trainable`` the source is a ParameterNode the optimizer can rewrite. With
-    ``catch_execution_error`` errors raise :class:`ExecutionError` carrying an
-    ExceptionNode; otherwise they propagate unchanged. Nodes read inside the body that
-    were not passed in raise :class:`TraceError`, unless they are attributes of the
-    method's own object or ``allow_external_dependencies`` is set.
+    ``description`` replaces the docstring as the op's documentation; a leading
+    ``[name]`` names the op. With ``trainable`` the source is a ParameterNode the
+    optimizer can rewrite. With ``catch_execution_error`` errors raise
+    :class:`ExecutionError` carrying an ExceptionNode; otherwise they propagate
+    unchanged. Nodes read inside the body that were not passed in raise
+    :class:`TraceMissingInputsError`, unless they are attributes of the method's own
+    object or ``allow_external_dependencies`` is set (then they become inputs and are
+    listed in the output's ``info["external_dependencies"]``).
+
+    ``traceable_code``: the body receives copies of the input nodes and its own
+    operations are traced into an inner graph (``output.info["output"]``); see
+    :meth:`Feedback.expand`. ``overwrite_python_recursion``: accepted as ``True`` (or
+    left out) for trace-opt code; inside a bundled body, calls of bundled functions
+    (recursive ones included) always run as plain functions.
     """
     if callable(description) and not isinstance(description, str):
         raise TypeError("use @bundle() with parentheses")
+    if overwrite_python_recursion is False:
+        raise TypeError("overwrite_python_recursion=False is not supported: inside a bundled body, calls of "
+                        "bundled functions run as plain functions; drop the argument")
 
     def decorate(fn: Callable) -> FunOp:
-        return FunOp(fn, description, trainable, catch_execution_error, allow_external_dependencies)
+        return FunOp(fn, description, trainable, catch_execution_error, allow_external_dependencies,
+                     traceable_code)
 
     return decorate

@@ -76,17 +76,9 @@ def record_use(node: object) -> None:
         used.append(node)
 
 
-@contextlib.contextmanager
-def op_body(used: list) -> Iterator[None]:
-    token = _OP_BODY.set(used)
-    try:
-        yield
-    finally:
-        _OP_BODY.reset(token)
-
-
 def enter_op_body(used: list) -> contextvars.Token:
-    """Start an op body (see :func:`op_body`); pass the token to :func:`exit_op_body`."""
+    """Start an operation's body: nodes it reads are collected in ``used``, and operators on nodes
+    return plain values. Pass the token to :func:`exit_op_body`."""
     return _OP_BODY.set(used)
 
 

@@ -7,6 +7,10 @@ class TraceError(Exception):
     """Misuse of the tracing API (e.g. an undeclared dependency, a second backward)."""
 
 
+class TraceMissingInputsError(TraceError):
+    """A bundled body read a node it did not receive as an input (see ``allow_external_dependencies``)."""
+
+
 class ExecutionError(Exception):
     """A traced operation raised. ``exception_node`` holds the error as a graph node.
 

@@ -2,62 +2,30 @@
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from trace_control.trace.bundle import FunOp
+from trace_control.trace.containers import NodeContainer, ParameterContainer, collect_parameters
 from trace_control.trace.errors import TraceError
 from trace_control.trace.nodes import ParameterNode
+from trace_control.trace.state import atomic_write_text, to_literal
 
-SAVE_FORMAT = "trace-control/module-1"
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-
-
-def to_literal(value: Any, where: str = "value") -> Any:
-    """``value`` as plain Python data (numpy scalars and arrays become floats and lists)."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, (list, tuple)):
-        items = [to_literal(item, where) for item in value]
-        return items if isinstance(value, list) else tuple(items)
-    if isinstance(value, dict):
-        return {str(key): to_literal(item, where) for key, item in value.items()}
-    if hasattr(value, "tolist"):  # numpy arrays and scalars
-        return to_literal(value.tolist(), where)
-    raise TraceError(f"{where} of type {type(value).__name__} is not plain data (numbers, text, lists, dicts)")
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old file or the whole new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(handle, 0o666 & ~_UMASK)  # the mode any other new file gets, not mkstemp's 0600
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+__all__ = ["Module", "_own_classes", "atomic_write_text", "model", "to_literal"]
 
 
 def _own_classes(cls: type) -> list[type]:
-    return [klass for klass in cls.__mro__ if klass not in (Module, object)]
+    return [klass for klass in cls.__mro__ if klass not in (Module, ParameterContainer, NodeContainer, object)]
 
 
-class Module:
+class Module(ParameterContainer):
     """Base class for traced models: collects trainable code and ParameterNode attributes.
 
     Keys of :meth:`parameters_dict` are attribute paths: ``"gain"`` for a node
-    attribute, ``"act.__code"`` for the code of a trainable method, ``"arm.gain"`` for
-    a sub-module's attribute. Calling a module calls its ``forward`` method.
+    attribute, ``"act.__code"`` for the code of a trainable method or of a bundled
+    function stored as an attribute, ``"arm.gain"`` for an attribute of a sub-module
+    (or of a ``Seq`` / ``Map``). Calling a module calls its ``forward`` method.
+    State, ``save`` and ``load``: see :class:`ParameterContainer`.
     """
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -67,45 +35,13 @@ class Module:
         return forward(*args, **kwargs)
 
     def parameters_dict(self) -> dict[str, ParameterNode]:
-        found: dict[str, ParameterNode] = {}
-        seen: set[str] = set()
+        methods: dict[str, FunOp] = {}
         for klass in reversed(_own_classes(type(self))):
             for attr, value in vars(klass).items():
-                if isinstance(value, FunOp) and value.trainable and attr not in seen:
-                    seen.add(attr)
-                    found[f"{attr}.__code"] = getattr(self, attr).parameter
-        for attr, value in vars(self).items():
-            if isinstance(value, ParameterNode) and value.trainable:
-                found[attr] = value
-            elif isinstance(value, Module):
-                for key, parameter in value.parameters_dict().items():
-                    found[f"{attr}.{key}"] = parameter
-        return found
-
-    def parameters(self) -> list[ParameterNode]:
-        return list(self.parameters_dict().values())
-
-    # -- persistence ------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the parameters' values as JSON (code as text), atomically."""
-        values = {key: to_literal(p._data, key) for key, p in self.parameters_dict().items()}
-        document = {"format": SAVE_FORMAT, "class": type(self).__qualname__, "parameters": values}
-        atomic_write_text(path, json.dumps(document, indent=2) + "\n")
-
-    def load(self, path: str | os.PathLike) -> None:
-        """Set the parameters from a file written by :meth:`save`."""
-        try:
-            document = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as error:
-            raise TraceError(f"cannot read saved parameters from {path}: {error}") from error
-        if not isinstance(document, dict) or document.get("format") != SAVE_FORMAT:
-            raise TraceError(f"{path} is not a file written by Module.save")
-        parameters = self.parameters_dict()
-        unknown = sorted(set(document["parameters"]) - set(parameters))
-        if unknown:
-            raise TraceError(f"{path} has parameters this {type(self).__name__} does not: {', '.join(unknown)}")
-        for key, value in document["parameters"].items():
-            parameters[key]._set(value)
+                if isinstance(value, FunOp) and value.trainable and attr not in methods:
+                    methods[attr] = getattr(self, attr)
+        attributes = ((attr, value) for attr, value in vars(self).items() if not attr.startswith("__bundle_"))
+        return {**collect_parameters(methods.items()), **collect_parameters(attributes)}
 
     def export(self, path: str | os.PathLike | None = None) -> str:
         """Write the model as a plain Python file that runs without trace_control.

@@ -9,24 +9,13 @@ parameters on a path, not quadratic in its depth.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from trace_control.trace.errors import TraceError
-from trace_control.trace.nodes import Node, ParameterNode
+from trace_control.trace.feedback import Feedback
+from trace_control.trace.nodes import Node, ParameterNode, ancestors
 
-
-@dataclass
-class Feedback:
-    """What one backward call gave one parameter.
-
-    ``output``: the node backward started from; ``feedback``: what the user passed
-    (text, score, dict); ``nodes``: the parameter's minimal subgraph in topological order.
-    """
-
-    output: Node
-    feedback: Any
-    nodes: list[Node]
+__all__ = ["Feedback", "GraphPropagator", "Propagator", "ancestors", "backward"]
 
 
 class Propagator(Protocol):
@@ -36,23 +25,12 @@ class Propagator(Protocol):
         ...
 
 
-def ancestors(output: Node) -> list[Node]:
-    """Every node ``output`` depends on (itself included), parents before children."""
-    seen = {id(output)}
-    stack = [output]
-    found = [output]
-    while stack:
-        for parent in stack.pop()._parents:
-            if id(parent) not in seen:
-                seen.add(id(parent))
-                found.append(parent)
-                stack.append(parent)
-    found.sort(key=lambda n: n.level)
-    return found
-
-
 class GraphPropagator:
-    """The default propagator: each parameter gets its minimal subgraph."""
+    """The default propagator: each parameter gets its minimal subgraph.
+
+    A parameter read inside an operation's own traced body (``hidden_dependencies``)
+    gets the subgraph from that operation on, with itself first.
+    """
 
     def __call__(self, output: Node, feedback: Any, order: list[Node]) -> dict[ParameterNode, Feedback]:
         empty: frozenset = frozenset()
@@ -65,11 +43,17 @@ class GraphPropagator:
                     found = upstream if not found else found | upstream
             if current.trainable:
                 found = found | {current}
+            hidden = current.hidden_dependencies
+            if hidden:
+                found = found | {p for p in hidden if p.trainable}
             reach[id(current)] = found
         subgraphs: dict[ParameterNode, list[Node]] = {}
         for current in order:
             for parameter in reach[id(current)]:
-                subgraphs.setdefault(parameter, []).append(current)
+                nodes = subgraphs.get(parameter)
+                if nodes is None:
+                    nodes = subgraphs[parameter] = [] if parameter is current else [parameter]
+                nodes.append(current)
         return {parameter: Feedback(output, feedback, nodes) for parameter, nodes in subgraphs.items()}
 
 
@@ -77,7 +61,7 @@ def backward(output: Node, feedback: Any = "", retain_graph: bool = False,
              propagator: Propagator | None = None, visualize: bool = False) -> str | None:
     """Propagate ``feedback`` from ``output`` to the parameters it depends on.
 
-    Each parameter's ``feedback`` list gains one :class:`Feedback`. Without
+    Each parameter's ``feedback`` log gains one :class:`Feedback`. Without
     ``retain_graph`` the operations of this graph are marked as used, and a second
     backward through them raises :class:`TraceError` (as in PyTorch); with it,
     feedback from several calls accumulates. Returns Graphviz text if ``visualize``.

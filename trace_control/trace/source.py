@@ -18,25 +18,51 @@ class CodeDefinitionError(Exception):
     """Code text that does not define the function it must define."""
 
 
-def function_source(fn: Callable) -> str:
-    """The ``def`` of ``fn`` without decorators, dedented.
+def _definition(fn: Callable) -> tuple[list[str], ast.FunctionDef | ast.AsyncFunctionDef, int]:
+    """The dedented source lines of ``fn``, its ``def`` node, and the file line of the first source line.
 
     Raises ``CodeDefinitionError`` when Python cannot find the source (functions made
     by ``exec`` or typed at an interactive prompt).
     """
     try:
-        source = textwrap.dedent(inspect.getsource(fn))
+        lines, first_line = inspect.getsourcelines(fn)
     except (OSError, TypeError) as error:
         raise CodeDefinitionError(
             f"cannot read the source of {fn.__name__}: {error}. Trainable code needs a "
             "function defined in a file") from error
-    tree = ast.parse(source)
-    definition = next(
-        (item for item in tree.body if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef))), None)
+    source = textwrap.dedent("".join(lines))
+    definition = next((item for item in ast.parse(source).body
+                       if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef))), None)
     if definition is None:
         raise CodeDefinitionError(f"the source of {fn.__name__} is not a def statement")
-    lines = source.splitlines()
+    return source.splitlines(), definition, first_line
+
+
+def function_source(fn: Callable) -> str:
+    """The ``def`` of ``fn`` without decorators, dedented (see :func:`_definition` for errors)."""
+    lines, definition, _ = _definition(fn)
     return "\n".join(lines[definition.lineno - 1:]).rstrip() + "\n"
+
+
+def _is_bundle(decorator: ast.expr) -> bool:
+    target = decorator.func if isinstance(decorator, ast.Call) else decorator
+    name = target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", "")
+    return name == "bundle"
+
+
+def bundled_source(fn: Callable) -> tuple[str, int]:
+    """The source of ``fn`` as bundled: the text below its innermost ``@bundle(...)``
+    decorator (the decorators under it stay, they are part of the function), and the
+    file line where that text starts. Without a ``bundle`` decorator (``bundle()(fn)``)
+    the whole definition, decorators included.
+    """
+    lines, definition, first_line = _definition(fn)
+    bundles = [item for item in definition.decorator_list if _is_bundle(item)]
+    if bundles:
+        start = bundles[-1].end_lineno + 1
+    else:
+        start = min([item.lineno for item in definition.decorator_list] + [definition.lineno])
+    return "\n".join(lines[start - 1:]).strip("\n"), first_line + start - 1
 
 
 def signature_line(source: str, fn_name: str) -> str:
@@ -60,7 +86,7 @@ def compile_function(source: str, fn_name: str, namespace: dict[str, Any], filen
     """
     if not isinstance(source, str):
         raise CodeDefinitionError(f"code must be text, got {type(source).__name__}")
-    lines = source.splitlines(keepends=True)
+    lines = [line + "\n" for line in source.split("\n")]
     linecache.cache[filename] = (len(source), None, lines, filename)
     flags = _ANNOTATIONS_FLAG if future_annotations else 0
     code = compile(source, filename, "exec", flags=flags, dont_inherit=True)
@@ -88,7 +114,7 @@ def failing_line(error: BaseException, filename: str) -> int | None:
 
 def annotate(source: str, line: int | None, context_lines: int = 6, max_lines: int = 40) -> str:
     """Number the lines of ``source`` and mark ``line`` with ``>>``."""
-    lines = source.splitlines()
+    lines = source.split("\n")  # Python's own line breaks, as line numbers count
     start, end = 0, len(lines)
     if len(lines) > max_lines:
         if line is None:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 
-from trace_control.trace.nodes import ExceptionNode, Node
-from trace_control.trace.propagation import ancestors
+from trace_control.trace.nodes import ExceptionNode, Node, ancestors
 
 
 def _label(node: Node, width: int = 40) -> str:
@@ -15,9 +14,13 @@ def _label(node: Node, width: int = 40) -> str:
     return f"{node.py_name}\n{value}"
 
 
-def to_dot(output: Node) -> str:
-    """The graph that produced ``output``: parameters as boxes, errors in red."""
-    order = ancestors(output)
+def to_dot(graph: Node | list[Node]) -> str:
+    """The graph that produced a node (or the given nodes): parameters as boxes, errors in red.
+
+    Edges are drawn between the nodes shown.
+    """
+    order = ancestors(graph) if isinstance(graph, Node) else list(graph)
+    shown = {id(n) for n in order}
     lines = ["digraph trace {", "  rankdir=TB;", '  node [fontname="Helvetica", fontsize=10];']
     for current in order:
         if current.trainable:
@@ -31,6 +34,7 @@ def to_dot(output: Node) -> str:
         lines.append(f"  {current.py_name} [label={json.dumps(_label(current))}, {style}];")
     for current in order:
         for parent in current._parents:
-            lines.append(f"  {parent.py_name} -> {current.py_name};")
+            if id(parent) in shown:
+                lines.append(f"  {parent.py_name} -> {current.py_name};")
     lines.append("}")
     return "\n".join(lines) + "\n"
