@@ -4,7 +4,9 @@ Tests point the real ``openai`` client at it. Each script item is an answer text
 a dict describing a fault: ``{"status": 429, "headers": {...}}``, ``{"delay": 3.0}``
 (answer late), ``{"drop": True}`` (close the connection), ``{"raw": "not json"}``
 (a 200 whose body is not JSON), ``{"content": text, "finish_reason": "length"}``,
-``{"content": text, "delay": 1.0}`` (a normal answer, late).
+``{"content": text, "delay": 1.0}`` (a normal answer, late). ``answer_delay`` makes every
+request take at least that long (an LLM's latency); ``most_at_once`` is the largest number
+of requests the server was answering at the same time, and ``arrivals`` the time each arrived.
 """
 
 from __future__ import annotations
@@ -23,12 +25,16 @@ class ScriptedLLMServer:
     """Serve scripted answers; ``requests`` keeps every request body received."""
 
     def __init__(self, script: list[Any] | Callable[[dict], Any] | None = None, default: Any = NO_CHANGE,
-                 support_n: bool = True, support_json_mode: bool = True) -> None:
+                 support_n: bool = True, support_json_mode: bool = True, answer_delay: float = 0.0) -> None:
         self.script = list(script or []) if not callable(script) else script
         self.default = default
         self.support_n = support_n
         self.support_json_mode = support_json_mode
         self.requests: list[dict] = []
+        self.answer_delay = answer_delay
+        self.at_once = 0
+        self.most_at_once = 0
+        self.arrivals: list[float] = []
         self.lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -66,6 +72,18 @@ class ScriptedLLMServer:
                     pass
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                with owner.lock:
+                    owner.at_once += 1
+                    owner.most_at_once = max(owner.most_at_once, owner.at_once)
+                    owner.arrivals.append(time.monotonic())
+                try:
+                    time.sleep(owner.answer_delay)
+                    self._answer()
+                finally:
+                    with owner.lock:
+                        owner.at_once -= 1
+
+            def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
                 with owner.lock:

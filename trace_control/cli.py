@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import tempfile
 import time
@@ -30,6 +31,7 @@ EPILOG = """examples:
   trace-control record runs/reach-trace-20260101-120000 --out videos/reach.mp4
   trace-control report runs/reach-trace-20260101-120000
   trace-control experiment --tasks reach,push --methods trace,opro --seeds 0-2
+  trace-control experiment --tasks reach,push --seeds 0-9 --ray auto --llm-concurrency 8 --max-cost 20
 
 The LLM: set OPENAI_API_KEY (OpenAI), or OPENAI_BASE_URL for any OpenAI-compatible server
 (Ollama, vLLM, llama.cpp), and TRACE_CONTROL_MODEL (or --model) for the model name.
@@ -391,10 +393,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     code, task = resolve_controller(args.controller, args.task)
     seeds = _seeds(args, 100)
-    if args.workers < 1:
+    if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be at least 1")
-    config, _ = build_config(task, {"horizon": args.horizon, "workers": args.workers, "in_process": args.in_process,
-                                    "step_seconds": args.step_seconds})
+    if args.workers is not None and args.ray is not None:
+        raise UsageError("--workers is for this machine; with --ray every CPU of the cluster runs episodes")
+    config, _ = build_config(task, {"horizon": args.horizon, "workers": args.workers or 1,
+                                    "in_process": args.in_process, "step_seconds": args.step_seconds})
     _static_advice(code)
     if config.in_process and code.filename != "controller.py":
         from trace_control.sandbox.checks import check_file
@@ -402,7 +406,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if check_file(code.source):
             raise UsageError(f"{code.filename} reaches outside a controller's job (see the notes above): run it "
                              "in the jail (drop --in-process)")
-    runner = _runner_for(config)
+    if args.ray is None:
+        runner = _runner_for(config)
+    else:
+        from trace_control.sandbox import JailUnavailable
+
+        distributed = _ray_backend(args.ray, quiet=args.json)
+        runner = distributed.RayRunner(task, config.env_kwargs(), not config.in_process, config.jail_limits())
+        try:
+            runner.start()
+        except JailUnavailable as error:
+            raise UsageError(f"cannot run controller code safely on the Ray nodes: {error}") from None
     if not args.json:
         print(f"evaluating on {task} over {len(seeds)} placements; controller code runs in: {runner.isolation}")
     try:
@@ -422,6 +436,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
               f"return {episode['return']:>9.3f}  length {episode['length']:>4}{error}")
     print(f"{report.line()} ({report.workers} worker(s), {report.seconds:.1f} s)")
     return 0
+
+
+def _ray_backend(address: str, quiet: bool = False):
+    """:mod:`trace_control.distributed`, joined to the cluster at ``address`` ("" starts a local instance)."""
+    try:
+        from trace_control import distributed
+    except ImportError as error:
+        if error.name is None or error.name.split(".")[0] != "ray":
+            raise
+        raise UsageError('--ray needs Ray, which is not installed: pip install "trace-control[ray]"') from None
+    try:
+        line = distributed.connect(address or None)
+    except distributed.ClusterUnavailable as error:
+        raise UsageError(str(error)) from None
+    if not quiet:
+        print(line)
+    return distributed
 
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
@@ -538,8 +569,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_experiment(args: argparse.Namespace) -> int:
     from trace_control import envs
     from trace_control.config import parse_seeds
-    from trace_control.experiment import recording_llm, run_experiment
-    from trace_control.llm import LLMClient, LLMNotConfiguredError
+    from trace_control.experiment import LLMSettings, RayOptions, RunsFailed, run_experiment
+    from trace_control.llm import LLMClient, LLMNotConfiguredError, price_for
+    from trace_control.llm.limiter import Limits
 
     try:
         tasks = envs.expand_tasks(args.tasks)
@@ -549,23 +581,42 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     seeds = parse_seeds(args.seeds, "--seeds")
     if not tasks or not methods:
         raise UsageError("--tasks and --methods must each name at least one")
+    for flag, value in (("--llm-concurrency", args.llm_concurrency), ("--rpm", args.rpm), ("--tpm", args.tpm),
+                        ("--max-cost", args.max_cost), ("--ray-cpus", args.ray_cpus)):
+        if value is not None and value <= 0:
+            raise UsageError(f"{flag} must be more than 0")
+    if args.ray is None and (args.ray_cpus is not None or args.storage is not None):
+        raise UsageError("--ray-cpus and --storage are for runs on Ray; add --ray")
     try:
-        LLMClient(model=args.model, base_url=args.base_url)  # fail now, not after the first run
+        probe = LLMClient(model=args.model, base_url=args.base_url)  # fail now, not after the first run
     except LLMNotConfiguredError as error:
         lines = [line for line in str(error).splitlines() if "--replay" not in line]  # replay is train's alone
         raise UsageError("\n".join(lines)) from None
+    if args.max_cost is not None and price_for(probe.model) is None:
+        raise UsageError(f"--max-cost needs a price for the model {probe.model}, and none is known; cap the "
+                         "experiment with --tpm instead")
     overrides = settings_given(args)
     out = Path(args.out or f"experiments/{time.strftime('%Y%m%d-%H%M%S')}")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UsageError(f"cannot create the experiment folder {out}: {error.strerror or error}") from None
+    limits = Limits(args.llm_concurrency, args.rpm, args.tpm, args.max_cost)
+    on_ray = None
+    if args.ray is not None:
+        _ray_backend(args.ray)
+        # the machines that run cells get this machine's LLM settings, key included
+        llm = LLMSettings(probe.model, probe.base_url, args.temperature, os.environ.get("OPENAI_API_KEY"))
+        on_ray = RayOptions(args.ray or None, args.ray_cpus or overrides.get("workers", 1), args.storage)
+    else:
+        llm = LLMSettings(args.model, args.base_url, args.temperature)
     try:
-        run_experiment(tasks, methods, seeds, out, recording_llm(args.model, args.base_url, args.temperature),
-                       overrides, progress=not args.no_progress)
+        run_experiment(tasks, methods, seeds, out, llm, overrides, limits, on_ray, progress=not args.no_progress)
     except KeyboardInterrupt:
         print("\ninterrupted; run the same command again to continue", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except RunsFailed as error:
+        raise Failed(f"{error}; the summary covers the others ({out}/summary.md)") from None
     print(f"wrote {out}/summary.md, summary.json, summary.csv, learning_curves.png")
     return 0
 
@@ -623,8 +674,12 @@ def build_parser() -> argparse.ArgumentParser:
     _controller_arguments(evaluate)
     evaluate.add_argument("--episodes", type=int, default=10, help="number of placements, from seed 100 up "
                                                                    "(default 10)")
-    evaluate.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
+    evaluate.add_argument("--workers", type=int, help="parallel worker processes on this machine (default 1)")
     evaluate.add_argument("--json", action="store_true", help="print the full report as JSON")
+    evaluate.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                          help="spread the episodes over a Ray cluster: 'auto' (the cluster this machine belongs "
+                               "to), ray://HOST:10001, or nothing for a local Ray instance; each task builds its "
+                               "own environment and jail (needs trace-control[ray])")
     evaluate.set_defaults(func=cmd_evaluate)
 
     record = sub.add_parser("record", help="record a video of a controller",
@@ -695,7 +750,27 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--seeds", default="0-9", help="run seeds, e.g. 0-9 (default 0-9)")
     experiment.add_argument("--out", help="experiment folder (default experiments/<time>)")
     experiment.add_argument("--no-progress", action="store_true", help="plain lines instead of progress bars")
-    add_settings(experiment, [name for name in FIELDS if name not in ("task", "method", "seed")])
+    cluster = experiment.add_argument_group(
+        "Ray (each run is a Ray task; its run folder comes back to --out; needs trace-control[ray])")
+    cluster.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                         help="run on Ray: 'auto' (the cluster this machine belongs to), ray://HOST:10001, or "
+                              "nothing for a local Ray instance (default: one run after another, here)")
+    cluster.add_argument("--ray-cpus", type=float, metavar="N",
+                         help="CPUs Ray reserves for each run (default: the runs' --workers, 1)")
+    cluster.add_argument("--storage", type=Path, metavar="DIR",
+                         help="a folder mounted at the same path on every node: runs work and keep their "
+                              "checkpoints there, so a run resumes from it after its node dies (default: each "
+                              "node's temporary folder, checkpoints sent to this machine)")
+    budget = experiment.add_argument_group(
+        "LLM budget (shared by every run of the experiment, here or on Ray)")
+    budget.add_argument("--llm-concurrency", type=int, metavar="N", help="LLM requests under way at once")
+    budget.add_argument("--rpm", type=int, metavar="N", help="LLM requests per minute")
+    budget.add_argument("--tpm", type=int, metavar="N",
+                        help="LLM tokens per minute (a request counts its size / 4 until the server reports)")
+    budget.add_argument("--max-cost", type=float, metavar="USD",
+                        help="estimated cost at which no new LLM call starts; every run then ends with its "
+                             "results (the runs' own cost cap is not set from here)")
+    add_settings(experiment, [name for name in FIELDS if name not in ("task", "method", "seed", "max_cost")])
     experiment.set_defaults(func=cmd_experiment)
     return parser
 

@@ -345,6 +345,9 @@ class Trainer:
 
     def _stop_reason(self) -> str | None:
         config, state, usage = self.config, self.state, self.llm.usage
+        shared = self.llm.stop_reason()  # a budget shared with other runs (an experiment's --max-cost)
+        if shared:
+            return shared
         if state.consecutive_failures >= config.max_consecutive_failures:
             last = self.optimizer.last_record.error if self.optimizer.last_record else ""
             return f"stopped after {state.consecutive_failures} consecutive failed LLM calls (last: {last})"

@@ -4,7 +4,9 @@ Configured by arguments or the standard environment: ``OPENAI_API_KEY``,
 ``OPENAI_BASE_URL`` (a local server such as Ollama, vLLM or llama.cpp's), and
 ``TRACE_CONTROL_MODEL`` for the model name. Retries on 429 / 5xx / timeouts /
 dropped connections are the ``openai`` package's own (``max_retries``, honouring
-Retry-After); what still fails becomes an :class:`LLMError` with the reason.
+Retry-After); what still fails becomes an :class:`LLMError` with the reason. With a
+``limiter`` (:mod:`trace_control.llm.limiter`), every request, retries included, passes
+through a budget shared with other clients, and no new call starts once it is spent.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 import openai
 
+from trace_control.llm.limiter import BudgetHandle, LimitedTransport
 from trace_control.llm.recording import Recorder, Replayer, request_key
 from trace_control.llm.usage import Usage
 
@@ -63,7 +66,8 @@ class LLMClient:
     def __init__(self, model: str | None = None, base_url: str | None = None, api_key: str | None = None,
                  timeout: float = 120.0, max_retries: int = 4, json_mode: bool = True,
                  temperature: float | None = None, max_tokens: int | None = None,
-                 record: str | os.PathLike | None = None, replay: str | os.PathLike | None = None) -> None:
+                 record: str | os.PathLike | None = None, replay: str | os.PathLike | None = None,
+                 limiter: BudgetHandle | None = None) -> None:
         self.model = model or os.environ.get("TRACE_CONTROL_MODEL") or DEFAULT_MODEL
         self.json_mode = json_mode
         self.temperature = temperature
@@ -76,13 +80,16 @@ class LLMClient:
         self._n_supported = True
         self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
         self.max_retries = max_retries
+        self.limiter = limiter
         if self.replayer is None:
             key = api_key or os.environ.get("OPENAI_API_KEY")
             if not key and not self.base_url:
                 raise LLMNotConfiguredError()
             # local servers accept any key; the client library insists on one
+            limited = None if limiter is None else openai.DefaultHttpxClient(
+                transport=LimitedTransport(limiter, lease_seconds=timeout + 10))
             self._client = openai.OpenAI(api_key=key or "not-needed", base_url=self.base_url,
-                                         timeout=timeout, max_retries=max_retries)
+                                         timeout=timeout, max_retries=max_retries, http_client=limited)
 
     @property
     def source(self) -> str:
@@ -95,10 +102,18 @@ class LLMClient:
         return {"model": self.model, "messages": messages, "temperature": self.temperature,
                 "max_tokens": self.max_tokens, "json": self.json_mode}
 
+    def stop_reason(self) -> str | None:
+        """Why no new call may start (the shared budget is spent), or None."""
+        return None if self.limiter is None else self.limiter.stop_reason()
+
     def complete(self, messages: list[dict[str, str]], n: int = 1) -> list[Completion]:
-        """Ask for ``n`` answers to ``messages``. Raises :class:`LLMError` on failure."""
+        """Ask for ``n`` answers to ``messages``. Raises :class:`LLMError` on failure, and
+        before any request when the shared budget is spent (:meth:`stop_reason`)."""
         if n < 1:
             raise ValueError("n must be at least 1")
+        refused = self.stop_reason()
+        if refused:
+            raise LLMError(refused)
         request = self._request(messages)
         keys = [request_key(request, index) for index in range(n)]
         if self.replayer is not None:
