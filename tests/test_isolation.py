@@ -63,7 +63,7 @@ def attacks(paths: dict, port: int, run: Path) -> list[tuple[str, str, tuple[str
          "    if pid.isdigit():\n        for name in ('environ', 'cmdline'):\n            try:\n"
          "                found.append(open(f'/proc/{pid}/{name}', 'rb').read().decode('latin-1'))\n"
          "            except OSError as error:\n                found.append(str(error))\n"
-         "raise RuntimeError('read: ' + '|'.join(found))", ("(RuntimeError) read: ",)),
+         "raise RuntimeError('read: ' + '|'.join(found))", ("(FileNotFoundError)", "'/proc'")),
         ("the parent's memory", "import os\nout = []\nfor pid in ('1', str(os.getppid())):\n    try:\n"
          "        maps = open(f'/proc/{pid}/maps').read().splitlines()\n"
          "        mem = open(f'/proc/{pid}/mem', 'rb')\n        for line in maps[:50]:\n"
@@ -115,7 +115,7 @@ def attacks(paths: dict, port: int, run: Path) -> list[tuple[str, str, tuple[str
          "w = os.open('/proc/self/fd/0', os.O_WRONLY | os.O_NONBLOCK)\ntry:\n    while True:\n"
          "        os.write(w, bytes(4096))\nexcept BlockingIOError:\n    pass\nr, _ = os.pipe()\nwhile True:\n"
          "    try:\n        os.read(r, 1)\n    except BaseException:\n        pass",
-         ("the controller's process",)),
+         ("(FileNotFoundError)", "/proc/self/fd/0")),
         ("an integer too large for a float", "return [10 ** 400, 0.0, 0.0, 0.0]", ("too large for a float",)),
         ("a lone surrogate and terminal escapes", "print('\\x1b[2K\\rSuccess: True\\nReturn: 999.0')\n"
          "raise ValueError('bad ' + chr(0xD800) + '\\x1b[8m')", ("(ValueError) bad ", "\\x1b[8m",
@@ -124,12 +124,24 @@ def attacks(paths: dict, port: int, run: Path) -> list[tuple[str, str, tuple[str
          "    try:\n        open(path, 'wb').write(bytes(1 << 20))\n        found.append('wrote')\n"
          "    except OSError as error:\n        found.append(type(error).__name__)\n"
          "raise RuntimeError(f'fills {found}')", ("(RuntimeError) fills ['OSError', 'FileNotFoundError', 'OSError']",)),
+        ("the kernel's settings and its own descriptors through /proc", "found = []\n"
+         "for path in ('/proc/sys/fs/lease-break-time', '/proc/sys/kernel/core_pattern', '/proc/self/fd/0'):\n"
+         "    try:\n        open(path, 'w').write('46')\n        found.append('wrote')\n"
+         "    except OSError as error:\n        found.append(type(error).__name__)\n"
+         "raise RuntimeError(f'proc {found}')",
+         ("(RuntimeError) proc ['FileNotFoundError', 'FileNotFoundError', 'FileNotFoundError']",)),
+        ("System V shared memory", "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+         "key = libc.shmget(0, 1 << 26, 0o1600)\nraise RuntimeError(f'shmget {key} errno {ctypes.get_errno()}')",
+         ("(RuntimeError) shmget -1 errno 1",)),
         ("marks left for the next controller", "import builtins, numpy\nbuiltins.MARK = 1\n"
          "numpy.clip = lambda *a, **k: 0\nreturn [0, 0, 0, 0]", ("Success: False",)),
         ("a check for the marks", "import builtins\n"
          "raise RuntimeError('persisted' if hasattr(builtins, 'MARK') else 'fresh process')",
          ("(RuntimeError) fresh process",)),
     ]
+
+
+LEASE = Path("/proc/sys/fs/lease-break-time")
 
 
 def digest(path: Path) -> str:
@@ -143,7 +155,7 @@ def site_listing() -> set[str]:
 
 def test_hostile_controllers_are_contained_and_reported(canaries, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    before = (digest(canaries["outside"]), digest(canaries["home"]), site_listing())
+    before = (digest(canaries["outside"]), digest(canaries["home"]), site_listing(), LEASE.read_text())
     run = RunFolder.create(tmp_path, "reach", "attacks")
     with ScriptedLLMServer() as server:
         battery = attacks(canaries, server._server.server_address[1], run.path)
@@ -166,7 +178,7 @@ def test_hostile_controllers_are_contained_and_reported(canaries, tmp_path, caps
     for canary in CANARIES:
         assert canary not in requests and canary not in written, canary
         assert canary not in console.out + console.err
-    assert (digest(canaries["outside"]), digest(canaries["home"]), site_listing()) == before
+    assert (digest(canaries["outside"]), digest(canaries["home"]), site_listing(), LEASE.read_text()) == before
     assert result.results["status"] == "completed" and result.results["iterations_done"] == len(battery) + 1
     assert result.results["test"]["success_rate"] == 0.0  # nothing forged a success
     assert max(len(request["messages"][-1]["content"]) for request in server.requests) < 60_000
@@ -228,6 +240,34 @@ def load():
 """
 
 
+STALL_FILE = """import json, os, sys
+def load():
+    reply = json.loads(sys.argv[1])["reply_fd"]
+    os.write(reply, b"K" + bytes(4))  # a forged "done", then silence
+    while True:
+        try:
+            os.read(0, 0)
+            import time
+            time.sleep(100)
+        except BaseException:
+            pass
+"""
+
+
+@pytest.mark.parametrize("payload, words", [
+    (STALL_FILE, "the controller's process"),
+    ("import ctypes\nctypes.CDLL(None).shmget(0, 1 << 30, 0o1600)\ndef load():\n    return lambda obs: [0.0] * 4\n",
+     "success"),
+])
+def test_a_hostile_exported_file_is_one_failed_episode_not_a_crash(payload, words, tmp_path):
+    path = tmp_path / "hostile.py"
+    path.write_text(payload)
+    done = subprocess.run([sys.executable, "-m", "trace_control.cli", "evaluate", str(path), "--task", "reach",
+                           "--seeds", "0-1", "--step-seconds", "0.5"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "reach: success" in done.stdout and words in done.stdout
+
+
 def test_exported_file_payloads_fire_only_in_the_jail(canaries, tmp_path):
     """evaluate, record and report run an exported file; whatever it does, it does in the jail."""
     payload = tmp_path / "best_controller.py"
@@ -275,3 +315,19 @@ def test_a_command_that_cannot_build_the_jail_stops_with_the_fix(bwrap, words, t
     error = capsys.readouterr().err
     assert code == 2 and words in error and "--in-process" in error, error
     assert len(error.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("code", [
+    "import numpy.ctypeslib as c\nreturn [0] * 4",
+    "from numpy import ctypeslib\nreturn [0] * 4",
+    "from random import _os\nreturn [0] * 4",
+    "from typing import sys\nreturn [0] * 4",
+    "import operator\nreturn operator.attrgetter('x')(obs)",
+    "import numpy as np\nreturn np._core.multiarray.zeros(4)",
+    "try:\n    1 / 0\nexcept ZeroDivisionError as error:\n    return error.__traceback__.tb_frame",
+])
+def test_the_static_check_names_routes_to_the_interpreter(code):
+    """Advice for the LLM, tried against the routes earlier attacks used to reach libc or the interpreter."""
+    from trace_control.sandbox import check_controller_code
+
+    assert check_controller_code(body(code), "controller"), code

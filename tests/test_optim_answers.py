@@ -157,3 +157,11 @@ def test_huge_and_nasty_answers_through_the_real_client_never_raise():
     assert results[0] == {} and "out of range" in prompts[1]
     assert results[2] == {} and "3,000,0" in prompts[3] and "characters long" in prompts[3]
     assert math.isnan(results[3][policy.gain]) and max(len(prompt) for prompt in prompts) < 20_000
+
+
+def test_an_unclosed_fence_of_blank_lines_is_read_in_one_pass():
+    """A fence regular expression that backtracks took minutes on this answer; the one-pass reader does not."""
+    from trace_control.optim.parse import parse_answer
+
+    answer_text = "```\n" + "\n" * 199_990
+    assert parse_answer(answer_text).problems and parse_answer("```" * 60_000).problems

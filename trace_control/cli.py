@@ -221,7 +221,7 @@ def _runner_for(config):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from trace_control.config import NEVER_INHERITED, build_config, config_from_record, read_config_file
+    from trace_control.config import build_config, config_from_record, read_config_file, recorded_settings
     from trace_control.llm import Recorder, ReplayMissError
     from trace_control.runs import CONFIG, LLM_CALLS, STATE, RunFolder
     from trace_control.train import Trainer
@@ -230,10 +230,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         run = RunFolder(args.resume)
         if not run.file(CONFIG).is_file() or not run.file(STATE).is_file():
             raise UsageError(f"{args.resume} is not a run folder that can be resumed (no {CONFIG} / {STATE})")
+        run.check_links()
         given = settings_given(args)
-        if set(given) - {"in_process"} or args.config or args.replay:
+        if set(given) - {"in_process", "base_url", "controller", "model"} or args.config or args.replay:
             raise UsageError("--resume continues a run with its recorded settings; give no other settings "
-                             "(--in-process aside)")
+                             "(--in-process, --base-url, --model and --controller aside)")
         saved = json.loads(run.file(CONFIG).read_text(encoding="utf-8"))
         config, sources = config_from_record(saved, given), saved.get("sources", {})
         llm = _make_llm(config)
@@ -243,8 +244,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if replay_run is not None:
             if not (replay_run / CONFIG).is_file():
                 raise UsageError(f"{replay_run} has no {CONFIG}: replay needs the recorded run's settings")
-            base = {k: v for k, v in read_config_file(replay_run / CONFIG).items()
-                    if k != "task" and k not in NEVER_INHERITED}
+            base = {k: v for k, v in recorded_settings(read_config_file(replay_run / CONFIG),
+                                                       settings_given(args)).items() if k != "task"}
             recorded_task = read_config_file(replay_run / CONFIG).get("task")
             if task and _task(task).name != recorded_task:
                 raise UsageError(f"the recording is of {recorded_task}, not {_task(task).name}: a replay "
@@ -262,7 +263,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             except OSError as error:
                 raise UsageError(f"cannot create the run folder in {args.runs_dir}: "
                                  f"{error.strerror or error}") from None
-        llm.recorder = Recorder(run.file(LLM_CALLS))
+        llm.recorder = Recorder(run.writable(LLM_CALLS))
         print(f"training {config.task} with {config.label()} ({config.protocol} protocol) for up to "
               f"{config.iterations} iterations; LLM: {llm.source}; run folder: {run.path}")
         trainer = Trainer(config, run, llm, runner=runner, progress=not args.no_progress, sources=sources)
@@ -554,6 +555,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             table = write_comparison(args.runs, args.out or "comparison.md")
         except FileNotFoundError as error:
             raise UsageError(str(error)) from None
+        except (KeyError, TypeError, ValueError) as error:  # a damaged or crafted results.json
+            raise UsageError(f"a run's results.json could not be read ({type(error).__name__}: {error})") from None
         print(table)
         print(f"wrote comparison: {args.out or 'comparison.md'}")
         return 0
@@ -778,6 +781,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from trace_control.config import ConfigError
     from trace_control.envs import ensure_headless_rendering
+    from trace_control.runs import RunFolderError
     from trace_control.sandbox import JailUnavailable
 
     ensure_headless_rendering()
@@ -785,7 +789,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (UsageError, ConfigError) as error:
+    except (UsageError, ConfigError, RunFolderError) as error:
         if args.debug:
             raise
         print(f"trace-control: error: {error}", file=sys.stderr)

@@ -64,6 +64,10 @@ def _positive(value: Any) -> str | None:
     return None if value is None or value > 0 else "must be positive"
 
 
+def _between(low: float, high: float) -> Callable[[Any], str | None]:
+    return lambda value: None if value is None or low <= value <= high else f"must be between {low} and {high}"
+
+
 def _seed_list(value: list[int]) -> str | None:
     if not value:
         return "must name at least one seed"
@@ -157,15 +161,16 @@ class TrainConfig:
     temperature: float | None = setting(None, "sampling temperature (default: the server's)", check=_at_least(0),
                                         group="LLM")
     workers: int = setting(1, "parallel episode workers (each with its own simulator and jail)",
-                           check=_at_least(1), group="execution")
+                           check=_between(1, 256), group="execution")
     static_check: bool = setting(True, "refuse LLM code that imports outside math/numpy/... or reaches for files "
                                        "and internals, with the reason as feedback (advice for the LLM: the jail "
                                        "is the wall)", group="execution")
     in_process: bool = setting(False, "run controller code in this process, without the jail (only for code you "
                                       "trust)", group="execution")
-    step_seconds: float = setting(1.0, "time limit of one controller call", check=_positive, group="execution")
+    step_seconds: float = setting(1.0, "time limit of one controller call", check=_between(0.001, 3600),
+                                  group="execution")
     episode_seconds: float = setting(120.0, "time limit of the controller's calls in one episode",
-                                     check=_positive, group="execution")
+                                     check=_between(0.001, 86400), group="execution")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -343,18 +348,30 @@ def config_record(config: TrainConfig, sources: dict[str, str]) -> dict:
     return {"settings": settings, "sources": sources}
 
 
-NEVER_INHERITED = ("in_process",)  # leaving the jail is the user's explicit choice, never a file's
+# Settings a run folder (someone else's, maybe) must not choose: leaving the jail, where the API key
+# is sent, and which code the trainer imports are the user's explicit choices, on the command line.
+NEVER_INHERITED = ("in_process", "base_url", "controller")
 
 
-def config_from_record(record: dict, command_line: dict | None = None) -> TrainConfig:
-    """The config a run folder recorded (see :func:`config_record`), for resuming or replaying it.
+def recorded_settings(record: dict, command_line: dict | None = None, continuing: bool = True) -> dict:
+    """A run folder's settings without :data:`NEVER_INHERITED`, for resuming or replaying the run
+    (``continuing``) or for reading its task settings (e.g. a report).
 
-    The jail's opt-out is not read from the file (a crafted run folder must not switch the jail
-    off): it comes from ``command_line`` or stays off.
+    A run that used its own controller class names it, and continuing that run asks for the
+    same reference on the command line.
     """
-    settings = {name: value for name, value in record.get("settings", record).items()
-                if name in FIELDS and name not in NEVER_INHERITED}
-    settings.update({name: value for name, value in (command_line or {}).items() if value is not None})
+    settings = record.get("settings", record)
+    given = {name: value for name, value in (command_line or {}).items() if value is not None}
+    if continuing and settings.get("controller") and "controller" not in given:
+        raise ConfigError(f"this run used the controller {settings['controller']!r}; a run folder cannot choose "
+                          f"code to import: pass --controller {settings['controller']} to continue it")
+    kept = {name: value for name, value in settings.items() if name in FIELDS and name not in NEVER_INHERITED}
+    return {**kept, **given}
+
+
+def config_from_record(record: dict, command_line: dict | None = None, continuing: bool = True) -> TrainConfig:
+    """The config a run folder recorded (see :func:`config_record`; and :func:`recorded_settings`)."""
+    settings = recorded_settings(record, command_line, continuing)
     config = TrainConfig(**{name: coerce(name, value) for name, value in settings.items()})
     check(config)
     return config

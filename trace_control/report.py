@@ -10,9 +10,12 @@ import difflib
 import html
 import os
 import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from trace_control.runs import BEST, CONFIG, CURVE, RESULTS, RunFolder
+from trace_control.sandbox.jail import clean_text
 from trace_control.trace import atomic_write_text
 
 
@@ -44,20 +47,38 @@ def write_curve(run: RunFolder) -> Path:
     config = run_settings(run)
     success_axis.set_title(f"{config.get('task', '?')} — {config.get('method', '?')}")
     figure.tight_layout()
-    path = run.file(CURVE)
-    temporary = path.with_suffix(".tmp.png")
-    figure.savefig(temporary)
-    plt.close(figure)
-    os.replace(temporary, path)
+    path = run.writable(CURVE)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    try:
+        with os.fdopen(handle, "wb") as stream:  # a new file of our own: never a link someone left there
+            figure.savefig(stream, format="png")
+        os.chmod(temporary, path.parent.stat().st_mode & 0o666)
+        os.replace(temporary, path)
+    finally:
+        plt.close(figure)
+        Path(temporary).unlink(missing_ok=True)
     return path
+
+
+def _points(records: list[dict], value: Callable[[dict], float | None]) -> list[tuple[int, float]]:
+    """(iteration, value) of the records that have both, as numbers; damaged or crafted records are skipped."""
+    points = []
+    for record in records:
+        try:
+            found, iteration = value(record), record["iteration"]
+        except (KeyError, TypeError, ValueError, ZeroDivisionError):
+            continue
+        if isinstance(iteration, int) and isinstance(found, (int, float)) and not isinstance(found, bool):
+            points.append((iteration, float(found)))
+    return points
 
 
 def _plot_iterations(success_axis, records: list[dict]) -> None:
     import matplotlib.ticker
 
-    validated = [(r["iteration"], r["validation"]["success_rate"]) for r in records if r.get("validation")]
-    trained = [(r["iteration"], sum(e["success"] for e in r["batch"]) / len(r["batch"]))
-               for r in records if r.get("batch")]
+    validated = _points(records, lambda r: r["validation"]["success_rate"] if r.get("validation") else None)
+    trained = _points(records, lambda r: sum(bool(e["success"]) for e in r["batch"]) / len(r["batch"])
+                      if r.get("batch") else None)
     if validated:
         success_axis.plot(*zip(*validated), marker="o", color="tab:blue", label="validation success rate")
     if trained:
@@ -106,9 +127,49 @@ def _page_start(run: RunFolder) -> list[str]:
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}"
         ".add{color:#1a7f37}.del{color:#cf222e}.it{border-top:2px solid #ddd;margin-top:1.5em}</style>",
         "</head><body>",
-        f"<h1>{esc(config.get('task', '?'))} — {esc(str(config.get('method', '?')))}</h1>",
+        f"<h1>{cell(config.get('task', '?'))} — {cell(config.get('method', '?'))}</h1>",
         f"<p>Run folder <code>{esc(str(run.path))}</code>.</p>",
     ]
+
+
+def cell(value: object, spec: str = "") -> str:
+    """``value`` for the page: a number formatted with ``spec``, anything else as escaped text."""
+    if spec and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return format(value, spec)
+    return html.escape(str(value))
+
+
+def _iteration_html(record: dict, current: dict) -> list[str]:
+    """One training iteration of the log as HTML (every value from the file escaped)."""
+    esc = html.escape
+    parts: list[str] = []
+    batch = record["batch"]
+    validation = record.get("validation")
+    succeeded = sum(e["success"] for e in batch)
+    seeds = ", ".join(str(e["seed"]) for e in batch)
+    checked = f" Validation success: {cell(validation['success_rate'], '.2f')}." if validation else ""
+    parts.append(f"<div class='it'><h3>Iteration {cell(record['iteration'])}</h3><p>Training batch (placements "
+                 f"{esc(seeds)}): {cell(succeeded)} of {len(batch)} succeeded.{checked}</p>")
+    errors = [f"placement {e['seed']}: {e['error']}" for e in batch if e.get("error")]
+    if errors:
+        parts.append("<p><b>Errors</b></p><pre>" + esc("\n\n".join(text[:1500] for text in errors[:3]))
+                     + "</pre>")
+    if record.get("stopped"):
+        parts.append(f"<p><b>Stopped:</b> {cell(record['stopped'])}</p>")
+    parts.append(f"<p><b>Feedback</b></p><pre>{cell(record.get('feedback', ''))}</pre>")
+    if record.get("reasoning"):
+        parts.append(f"<p><b>LLM reasoning</b></p><pre>{cell(record['reasoning'])}</pre>")
+    if record.get("problems"):
+        parts.append("<p><b>Rejected</b></p><ul>" + "".join(f"<li>{cell(p)}</li>" for p in record["problems"])
+                     + "</ul>")
+    if record.get("llm_error"):
+        parts.append(f"<p><b>LLM call failed</b></p><pre>{cell(record['llm_error'])}</pre>")
+    for name, value in (record.get("update") or {}).items():
+        old = _matching(current, name)
+        parts.append(f"<p><b>Changed {cell(name)}</b></p>{_diff(old, value)}")
+        _store(current, name, value)
+    parts.append("</div>")
+    return parts
 
 
 def write_html(run: RunFolder, video: str | None = None) -> Path:
@@ -129,12 +190,11 @@ def write_html(run: RunFolder, video: str | None = None) -> Path:
         parts.append(f"<p>{esc(str(results.get('stopped', '')))}</p>")
         parts.append("<table><tr><th>status</th><th>best iteration (validation)</th><th>test success (95% CI)</th>"
                      "<th>test return</th><th>LLM calls</th><th>tokens</th><th>estimated cost</th></tr>")
-        parts.append(f"<tr><td>{esc(str(results.get('status')))}</td><td>{results.get('best_iteration')}</td>"
-                     f"<td>{test.get('success_rate', 0):.2f} ({low:.2f}-{high:.2f})</td>"
-                     f"<td>{test.get('return_mean', 0):.2f} ± "
-                     f"{test.get('return_std', 0):.2f}</td><td>{llm.get('calls')}</td>"
-                     f"<td>{llm.get('total_tokens', 0):,}</td>"
-                     f"<td>{'n/a' if cost is None else f'${cost:.4f}'}</td></tr></table>")
+        parts.append(f"<tr><td>{cell(results.get('status'))}</td><td>{cell(results.get('best_iteration'))}</td>"
+                     f"<td>{cell(test.get('success_rate'), '.2f')} ({cell(low, '.2f')}-{cell(high, '.2f')})</td>"
+                     f"<td>{cell(test.get('return_mean'), '.2f')} ± {cell(test.get('return_std'), '.2f')}</td>"
+                     f"<td>{cell(llm.get('calls'))}</td><td>{cell(llm.get('total_tokens'), ',')}</td>"
+                     f"<td>{'n/a' if cost is None else '$' + cell(cost, '.4f')}</td></tr></table>")
     if run.file(CURVE).is_file():
         parts.append(f"<h2>Learning curve</h2><img src='{CURVE}' alt='learning curve' width='700'>")
     if video:
@@ -145,35 +205,14 @@ def write_html(run: RunFolder, video: str | None = None) -> Path:
     for record in records:
         if record.get("kind") != "train":
             continue
-        batch = record["batch"]
-        validation = record.get("validation")
-        succeeded = sum(e["success"] for e in batch)
-        seeds = ", ".join(str(e["seed"]) for e in batch)
-        checked = f" Validation success: {validation['success_rate']:.2f}." if validation else ""
-        parts.append(f"<div class='it'><h3>Iteration {record['iteration']}</h3><p>Training batch (placements "
-                     f"{esc(seeds)}): {succeeded} of {len(batch)} succeeded.{checked}</p>")
-        errors = [f"placement {e['seed']}: {e['error']}" for e in batch if e.get("error")]
-        if errors:
-            parts.append("<p><b>Errors</b></p><pre>" + esc("\n\n".join(text[:1500] for text in errors[:3]))
-                         + "</pre>")
-        if record.get("stopped"):
-            parts.append(f"<p><b>Stopped:</b> {esc(record['stopped'])}</p>")
-        parts.append(f"<p><b>Feedback</b></p><pre>{esc(record.get('feedback', ''))}</pre>")
-        if record.get("reasoning"):
-            parts.append(f"<p><b>LLM reasoning</b></p><pre>{esc(record['reasoning'])}</pre>")
-        if record.get("problems"):
-            parts.append("<p><b>Rejected</b></p><ul>" + "".join(f"<li>{esc(p)}</li>" for p in record["problems"])
-                         + "</ul>")
-        if record.get("llm_error"):
-            parts.append(f"<p><b>LLM call failed</b></p><pre>{esc(record['llm_error'])}</pre>")
-        for name, value in (record.get("update") or {}).items():
-            old = _matching(current, name)
-            parts.append(f"<p><b>Changed {esc(name)}</b></p>{_diff(old, value)}")
-            _store(current, name, value)
-        parts.append("</div>")
+        try:
+            parts += _iteration_html(record, current)
+        except (KeyError, TypeError, ValueError, AttributeError):  # a damaged or crafted log line
+            parts.append(f"<div class='it'><p>A log record could not be read: {cell(str(record)[:300])}</p></div>")
     parts.append("</body></html>")
     path = run.file("report.html")
     run.write_text("report.html", "\n".join(parts))
+
     return path
 
 
@@ -215,22 +254,22 @@ def _write_baseline_html(run: RunFolder) -> Path:
     if results:
         test = results["test"]
         low, high = test["success_interval"]
-        parts.append(f"<p>{esc(results['stopped'])}; {esc(results['baseline']['library'])}, torch "
-                     f"{esc(results['baseline']['torch'])}; observation: {esc(results['baseline']['observation'])}."
+        parts.append(f"<p>{cell(results['stopped'])}; {cell(results['baseline']['library'])}, torch "
+                     f"{cell(results['baseline']['torch'])}; observation: {cell(results['baseline']['observation'])}."
                      "</p>")
         parts.append("<table><tr><th>status</th><th>training steps</th><th>training time</th><th>test success "
                      "(95% CI)</th><th>test return</th><th>test placements</th></tr>")
-        parts.append(f"<tr><td>{esc(results['status'])}</td><td>{results['env_steps']['train']:,}</td>"
-                     f"<td>{results['seconds']['train']:.0f} s</td>"
-                     f"<td>{test['success_rate']:.2f} ({low:.2f}-{high:.2f})</td>"
-                     f"<td>{test['return_mean']:.2f} ± {test['return_std']:.2f}</td>"
-                     f"<td>{esc(settings.get('test_seeds', '?'))}</td></tr></table>")
+        parts.append(f"<tr><td>{cell(results['status'])}</td><td>{cell(results['env_steps']['train'], ',')}</td>"
+                     f"<td>{cell(results['seconds']['train'], '.0f')} s</td>"
+                     f"<td>{cell(test['success_rate'], '.2f')} ({cell(low, '.2f')}-{cell(high, '.2f')})</td>"
+                     f"<td>{cell(test['return_mean'], '.2f')} ± {cell(test['return_std'], '.2f')}</td>"
+                     f"<td>{cell(settings.get('test_seeds', '?'))}</td></tr></table>")
     if run.file(CURVE).is_file():
         parts.append(f"<h2>Learning curve</h2><img src='{CURVE}' alt='learning curve' width='700'>")
     parts.append("<h2>Settings</h2><table>")
     for key in ("algo", "steps", "seed", "device", "threads", "env_kwargs", "hyperparameters", "train_seeds",
                 "test_seeds"):
-        parts.append(f"<tr><th>{esc(key)}</th><td>{esc(str(settings.get(key, '')))}</td></tr>")
+        parts.append(f"<tr><th>{cell(key)}</th><td>{cell(settings.get(key, ''))}</td></tr>")
     parts.append("</table>")
     if run.file(TEST_EPISODES).is_file():
         parts.append("<h2>Test episodes</h2><table><tr><th>placement</th><th>outcome</th><th>return</th>"
@@ -294,7 +333,7 @@ def comparison_table(rows: list[dict]) -> str:
                      f"{row['env_steps']:,} | {_duration(row['learning_seconds'])} | {tokens} | {row['run']} |")
     notes = ["", "Test: the final controller or policy (an LLM run's is chosen on validation), once per test "
              "placement. Env steps: training and validation episodes (Meta-World: macro-steps). Learning time: "
-             "wall time of training (LLM runs: the iterations in log.jsonl), without the test."]
+             "wall time of training (LLM runs: iterations, validations and LLM calls), without the test."]
     for task in sorted({row["task"] for row in rows}):
         placements = {row["test_placements"] for row in rows if row["task"] == task}
         if len(placements) > 1:
@@ -302,7 +341,7 @@ def comparison_table(rows: list[dict]) -> str:
                          f"({', '.join(sorted(placements))}); their success rates are not comparable.")
         else:
             notes.append(f"{task}: every run tested on placements {placements.pop()}.")
-    return "\n".join(lines + notes) + "\n"
+    return clean_text("\n".join(lines + notes) + "\n")  # names and numbers from files: no terminal escapes
 
 
 def _duration(seconds: float) -> str:
@@ -341,15 +380,15 @@ def make_report(run_path: str | Path, with_video: bool = True) -> dict[str, Path
     run = RunFolder(run_path)
     if not run.file(CONFIG).is_file():
         raise FileNotFoundError(f"{run_path} is not a run folder (no {CONFIG})")
+    run.check_links()
     written = {"curve": write_curve(run)}
     video_name = None
     if with_video and run.file(BEST).is_file():
-        config = config_from_record(run.read_json(CONFIG))
-        out = run.file("best_controller.mp4")
-        try:
+        config = config_from_record(run.read_json(CONFIG), continuing=False)
+        out = run.writable("best_controller.mp4")
+        try:  # always jailed, with the default limits: the run folder chooses neither
             record_video(ControllerCode.from_file(run.file(BEST)), config.task, out, seeds=config.test_seeds[:2],
-                         layout="grid", env_kwargs=config.env_kwargs(), width=240, height=240,
-                         jailed=True, limits=config.jail_limits())
+                         layout="grid", env_kwargs=config.env_kwargs(), width=240, height=240, jailed=True)
             written["video"] = out
             video_name = out.name
         except (JailUnavailable, ValueError, OSError) as error:

@@ -26,11 +26,33 @@ CURVE = "learning_curve.png"
 PROMPTS = "prompts"
 
 
+class RunFolderError(ValueError):
+    """A run folder that cannot be used safely; the message says why."""
+
+
 class RunFolder:
-    """The folder of one training run."""
+    """The folder of one training run. It is written only inside itself: a symbolic link in it
+    (someone else's run folder, maybe) is refused, never written through."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+
+    def check_links(self) -> None:
+        """Refuse a folder holding symbolic links (they could lead writes outside it)."""
+        links = sorted(str(entry.relative_to(self.path)) for entry in self.path.rglob("*") if entry.is_symlink())
+        if links:
+            raise RunFolderError(f"{self.path} holds symbolic links ({', '.join(links[:3])}); a run folder is "
+                                 "written in place, so remove them (or copy the folder without them)")
+
+    def writable(self, name: str) -> Path:
+        """The path of ``name`` for writing; RunFolderError when it (or its folder) leads outside the run."""
+        path = self.path / name
+        root = self.path.resolve()
+        folder = path.parent.resolve()
+        if path.is_symlink() or (folder != root and root not in folder.parents):
+            raise RunFolderError(f"{path} leads outside the run folder {self.path} (a symbolic link); refusing to "
+                                 "write through it")
+        return path
 
     @classmethod
     def create(cls, runs_dir: str | Path, task: str, label: str, name: str | None = None) -> RunFolder:
@@ -47,16 +69,16 @@ class RunFolder:
         return self.path / name
 
     def write_json(self, name: str, data: Any) -> None:
-        atomic_write_text(self.file(name), json.dumps(data, indent=2, default=str) + "\n")
+        atomic_write_text(self.writable(name), json.dumps(data, indent=2, default=str) + "\n")
 
     def read_json(self, name: str) -> Any:
         return json.loads(self.file(name).read_text(encoding="utf-8"))
 
     def write_text(self, name: str, text: str) -> None:
-        atomic_write_text(self.file(name), text)
+        atomic_write_text(self.writable(name), text)
 
     def append_log(self, record: dict) -> None:
-        with open(self.file(LOG), "a", encoding="utf-8") as stream:
+        with open(self.writable(LOG), "a", encoding="utf-8") as stream:
             stream.write(json.dumps(record, default=str) + "\n")
             stream.flush()
             os.fsync(stream.fileno())

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from trace_control import controllers, envs
-from trace_control.config import TrainConfig, config_record
+from trace_control.config import ConfigError, TrainConfig, config_record
 from trace_control.evaluation import EvalReport
 from trace_control.llm import LLMClient
 from trace_control.optim import OPRO, Optimizer, OptoPrime, Proposal
@@ -29,17 +30,21 @@ from trace_control.placements import PlacementSampler
 from trace_control.policies import ControllerCode
 from trace_control.rollout import Episode, batch_rollout
 from trace_control.runners import Runner, evaluate, make_runner
-from trace_control.runs import BEST, CONFIG, LAST, LLM_CALLS, PROMPTS, RESULTS, STATE, RunFolder
+from trace_control.runs import BEST, CONFIG, LAST, LLM_CALLS, PROMPTS, RESULTS, STATE, RunFolder, RunFolderError
 from trace_control.sandbox import check_controller_code
-from trace_control.trace import Module, name_scope
+from trace_control.trace import Module, TraceError, name_scope
 
 
 def build_controller(config: TrainConfig) -> Module:
     if config.controller:
         try:
-            return controllers.import_class(config.controller)()
+            cls = controllers.import_class(config.controller)
         except (ImportError, AttributeError, ValueError, TypeError) as error:
-            raise ValueError(f"cannot load the controller {config.controller!r}: {error}") from None
+            raise ConfigError(f"cannot load the controller {config.controller!r}: {error}") from None
+        if not (isinstance(cls, type) and issubclass(cls, Module)):
+            raise ConfigError(f"{config.controller!r} is not a controller class (a Module such as "
+                              "trace_control.controllers.base.Controller)")
+        return cls()
     return controllers.starting_controller(config.task)
 
 
@@ -126,6 +131,24 @@ class TrainState:
     stopped: str | None = None
 
 
+def restored_state(saved: object) -> TrainState:
+    """A ``state.json`` as a TrainState, each field of its declared type; RunFolderError otherwise."""
+    kinds = {"int": int, "float": (int, float), "bool": bool, "dict": dict, "str | None": (str, type(None))}
+    if not isinstance(saved, dict):
+        raise RunFolderError("state.json does not hold a checkpoint (a JSON object); the run cannot be resumed")
+    values = {}
+    for spec in dataclasses.fields(TrainState):
+        if spec.name not in saved:
+            continue
+        value = saved[spec.name]
+        expected = kinds[str(spec.type)]
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise RunFolderError(f"state.json is damaged: {spec.name} is {json.dumps(value)[:40]}, not a "
+                                 f"{spec.type}; the run cannot be resumed")
+        values[spec.name] = value
+    return TrainState(**values)
+
+
 @dataclass
 class TrainResult:
     run: RunFolder
@@ -167,13 +190,14 @@ class Trainer:
         self.run.write_json(STATE, dataclasses.asdict(self.state))
 
     def _restore(self) -> None:
-        saved = self.run.read_json(STATE)
-        self.state = TrainState(**{key: value for key, value in saved.items()
-                                   if key in {f.name for f in dataclasses.fields(TrainState)}})
-        self.controller.load_state_dict(self.state.parameters, strict=True)
-        self.optimizer.load_state_dict(self.state.optimizer)
-        self.sampler.load_state_dict(self.state.sampler)
-        self.llm.usage.restore(self.state.usage)
+        self.state = restored_state(self.run.read_json(STATE))
+        try:
+            self.controller.load_state_dict(self.state.parameters, strict=True)
+            self.optimizer.load_state_dict(self.state.optimizer)
+            self.sampler.load_state_dict(self.state.sampler)
+            self.llm.usage.restore(self.state.usage)
+        except (TraceError, ValueError, TypeError, KeyError) as error:
+            raise RunFolderError(f"state.json cannot be resumed: {error}") from None
         self.run.trim_log(self.state.iteration)
         self.run.trim_lines(LLM_CALLS, self.state.llm_calls_lines)
 

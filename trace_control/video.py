@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,7 +109,9 @@ def write_video(frames: list[np.ndarray], path: str | Path, fps: int = 20) -> Pa
     if not frames:
         raise ValueError("no frames to write")
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial{path.suffix}")
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(handle)  # a new file of our own: never a link someone left there
+    partial = Path(name)
     try:
         if path.suffix.lower() == ".gif":
             imageio.mimsave(partial, frames, duration=1000 / fps, loop=0)

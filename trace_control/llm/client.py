@@ -117,14 +117,14 @@ class LLMClient:
         request = self._request(messages)
         keys = [request_key(request, index) for index in range(n)]
         if self.replayer is not None:
-            responses = [self.replayer.take(key) for key in keys]  # a miss ends the run: ReplayMissError
+            # a miss ends the run (ReplayMissError); a recording is a file, so every field is checked
+            responses = [_recorded(self.replayer.take(key)) for key in keys]
             for key, response in zip(keys, responses):
-                if response.get("first_of_request", True):
-                    self.usage.add(self.model, response.get("prompt_tokens", 0),
-                                   response.get("completion_tokens", 0))
+                if response["first_of_request"]:
+                    self.usage.add(self.model, response["prompt_tokens"], response["completion_tokens"])
                 if self.recorder is not None:  # a replayed run records too, so it is complete on its own
                     self.recorder.write(key, request, response)
-            return [Completion(r["text"], r.get("finish_reason")) for r in responses]
+            return [Completion(r["text"], r["finish_reason"]) for r in responses]
         answers: list[dict] = []
         if n > 1 and self._n_supported:
             answers = self._call(messages, n)
@@ -200,6 +200,16 @@ class LLMClient:
                             "completion_tokens": completion_tokens if index == 0 else 0,
                             "first_of_request": index == 0})
         return answers
+
+
+def _recorded(response: object) -> dict:
+    """A recorded answer with the fields replay uses, each of the expected type."""
+    response = response if isinstance(response, dict) else {}
+    text, finish = response.get("text"), response.get("finish_reason")
+    return {"text": text if isinstance(text, str) else "", "finish_reason": finish if isinstance(finish, str) else None,
+            "prompt_tokens": _token_count(response.get("prompt_tokens", 0)),
+            "completion_tokens": _token_count(response.get("completion_tokens", 0)),
+            "first_of_request": response.get("first_of_request", True) is not False}
 
 
 def _token_count(value: object) -> int:

@@ -60,9 +60,15 @@ class Usage:
 
     def restore(self, summary: dict) -> None:
         """Continue counting from a :meth:`summary` (a resumed run)."""
-        for key in ("calls", "failed_calls", "prompt_tokens", "completion_tokens", "cost_usd"):
-            if key in summary:
-                setattr(self, key, summary[key])
+        for key in ("calls", "failed_calls", "prompt_tokens", "completion_tokens"):
+            value = summary.get(key, 0)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"the recorded usage {key} is {value!r}, not a count")
+            setattr(self, key, value)
+        cost = summary.get("cost_usd", 0.0)
+        if cost is not None and (isinstance(cost, bool) or not isinstance(cost, (int, float)) or cost < 0):
+            raise ValueError(f"the recorded cost is {cost!r}, not an amount")
+        self.cost_usd = cost
 
     def summary(self) -> dict:
         data = asdict(self)

