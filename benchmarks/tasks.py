@@ -122,5 +122,5 @@ if __name__ == "__main__":
         metaworld_rate(metaworld_task)
     print("Pusher kinematics (held-out seeds 100-119, points 5 cm above the object):")
     pusher_reaching(range(100, 120))
-    print("Pusher reference controller:")
+    print("Pusher reference controller (seeds 1000-1049):")
     pusher_reference(range(1000, 1050))

@@ -54,9 +54,9 @@ def live_rollout(env, controller, seed):
     return current
 
 
-@pytest.mark.parametrize("task", ["reach", "push", "pick-place"])
+@pytest.mark.parametrize("task", ["reach", "push", "pick-place", "pusher"])
 def test_expert_controllers_succeed_on_held_out_placements(task):
-    runner = LocalRunner(task, jailed=False)
+    runner = LocalRunner(task, jailed=task == "pusher")  # Pusher's expert is the longest code: run it jailed
     report = evaluate(runner, ControllerCode.from_module(controllers.expert_controller(task)), HELD_OUT)
     runner.close()
     assert report.success_rate >= 0.8, report.line()
