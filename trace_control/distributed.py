@@ -27,6 +27,7 @@ What runs where:
 from __future__ import annotations
 
 import contextlib
+import os
 import math
 import shutil
 import socket
@@ -198,15 +199,21 @@ def _reason(error: BaseException) -> str:
 # -- evaluation -----------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def _station(task: str, env_kwargs: dict, jailed: bool, limits: JailLimits) -> Iterator[Station]:
-    """A fresh environment and jail on this node, closed afterwards."""
+    """A fresh environment and jail on this node, closed afterwards.
+
+    The jail pins this thread to the CPU it runs on (see ``share_a_cpu``); a Ray worker process
+    serves many tasks, so the pin is undone afterwards and the next task may run anywhere.
+    """
     from trace_control.envs import ensure_headless_rendering
 
     ensure_headless_rendering()
+    cpus = os.sched_getaffinity(0)
     station = Station(task, env_kwargs, jailed, limits)
     try:
         yield station
     finally:
         station.close()
+        os.sched_setaffinity(0, cpus)
 
 
 @ray.remote(max_retries=RETRIES)
@@ -219,7 +226,7 @@ def _where_code_runs(task: str, env_kwargs: dict, jailed: bool, limits: JailLimi
 def _episodes(task: str, env_kwargs: dict, jailed: bool, limits: JailLimits, code: ControllerCode,
               seeds: list[int], keep_steps: bool) -> list[Episode]:
     with _station(task, env_kwargs, jailed, limits) as station:
-        return station.episodes(code, seeds, keep_steps)
+        return station.episodes(code, seeds, keep_steps, last=False)  # the station closes: no spare jail
 
 
 class RayRunner:

@@ -87,6 +87,8 @@ class Policy(Protocol):
 
     def printed(self) -> str: ...
 
+    def idle(self) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -95,8 +97,9 @@ class JailedPolicy:
 
     A new code version never shares a process with an earlier one, so nothing a controller
     leaves behind reaches the next. A jail that died or was killed is replaced at the next
-    episode. One fresh jail is kept launched ahead of need, so a new version rarely waits for
-    a jail to start.
+    episode. :meth:`idle` launches a spare jail while the caller waits (for the LLM's next
+    answer), so a new version rarely waits for a jail to start, and a starting jail never
+    competes for the CPU with the episodes being run.
     """
 
     def __init__(self, limits: JailLimits | None = None) -> None:
@@ -117,16 +120,22 @@ class JailedPolicy:
         if not self.jail.alive():
             self._fresh_jail()
 
+    def idle(self) -> None:
+        """No episode for a while: launch a spare jail for the next code version (if none is waiting)."""
+        if self.spare is None or self.spare.process is None or self.spare.process.poll() is not None:
+            if self.spare is not None:
+                self.spare.kill()
+            self.spare = Jail(self.limits)
+            self.spare.launch()
+
     def _fresh_jail(self) -> None:
-        """Replace the jail with the spare (or a new one), wait for it, and launch the next spare."""
+        """Replace the jail with the spare (or a new one) and wait for it."""
         self.jail.kill()
         self.jail, self.spare = self.spare or Jail(self.limits), None
         if not self.jail.alive():
             self.jail.kill()  # a spare that died waiting leaves nothing behind
             self.jail.launch()
         self.jail.wait_ready()
-        self.spare = Jail(self.limits)
-        self.spare.launch()
 
     def load(self, code: ControllerCode) -> None:
         if code != self.code:
@@ -160,9 +169,9 @@ class JailedPolicy:
             raise ControllerFailure(fault.reason) from None
 
     def act(self, observation: Mapping[str, Any]) -> Any:
-        layout = [(name, np.shape(value)) for name, value in observation.items()]
-        values = np.concatenate([np.ravel(np.asarray(value, dtype=float)) for value in observation.values()]) \
-            if observation else np.zeros(0)
+        arrays = [np.asarray(value, dtype=float) for value in observation.values()]
+        layout = [(name, array.shape) for name, array in zip(observation, arrays)]
+        values = np.concatenate(arrays, axis=None) if arrays else np.zeros(0)
         try:
             if layout != self._layout:
                 self.jail.send_layout(layout)
@@ -224,6 +233,9 @@ class InProcessPolicy:
 
     def printed(self) -> str:
         return ""
+
+    def idle(self) -> None:
+        pass
 
     def close(self) -> None:
         self._policy = None

@@ -11,6 +11,7 @@ on this machine that each hold an environment and a jail; the Ray runner
 from __future__ import annotations
 
 import multiprocessing
+import os
 import queue
 import threading
 import time
@@ -22,7 +23,7 @@ from typing import Any, Protocol
 from trace_control.evaluation import EvalReport, summarize
 from trace_control.policies import ControllerCode, Policy, make_policy
 from trace_control.rollout import Episode, run_episode
-from trace_control.sandbox.jail import JailLimits, JailUnavailable
+from trace_control.sandbox.jail import USABLE_CPUS, JailLimits, JailUnavailable
 
 Progress = Callable[[int], None]
 
@@ -68,20 +69,35 @@ class Station:
             self.policy.start()
         return self.policy.isolation
 
-    def episodes(self, code: ControllerCode, seeds: Sequence[int], keep_steps: bool = False) -> list[Episode]:
+    def episodes(self, code: ControllerCode, seeds: Sequence[int], keep_steps: bool = False,
+                 progress: Progress | None = None, last: bool = True) -> list[Episode]:
+        """Run the episodes; after the ``last`` batch of a run, let the policy prepare for the next code
+        version while the caller waits."""
         self.policy.load(code)
-        return [run_episode(self.env, self.policy, seed=int(seed), keep_steps=keep_steps) for seed in seeds]
+        episodes = []
+        for seed in seeds:
+            episodes.append(run_episode(self.env, self.policy, seed=int(seed), keep_steps=keep_steps))
+            if progress:
+                progress(1)
+        if last:
+            self.policy.idle()
+        return episodes
 
     def close(self) -> None:
         self.policy.close()
         self.env.close()
 
 
-def _serve(connection: Any, task: str, env_kwargs: dict, jailed: bool, limits: JailLimits) -> None:
-    """A trusted worker process: answers ("start",) and ("run", code, seeds, keep_steps) requests."""
+def _serve(connection: Any, cpu: int | None, task: str, env_kwargs: dict, jailed: bool, limits: JailLimits) -> None:
+    """A trusted worker process: answers ("start",) and ("run", code, seeds, keep_steps, last) requests."""
     from trace_control.envs import ensure_headless_rendering
 
     ensure_headless_rendering()
+    if cpu is not None:  # worker i and its jails on CPU i: two busy workers never share one CPU
+        try:
+            os.sched_setaffinity(0, {cpu})
+        except OSError:
+            pass
     station = Station(task, env_kwargs, jailed, limits)
     try:
         while True:
@@ -93,7 +109,8 @@ def _serve(connection: Any, task: str, env_kwargs: dict, jailed: bool, limits: J
                 if request[0] == "start":
                     connection.send(("ok", station.start()))
                 elif request[0] == "run":
-                    connection.send(("ok", station.episodes(*request[1:])))
+                    code, seeds, keep_steps, last = request[1:]
+                    connection.send(("ok", station.episodes(code, seeds, keep_steps, None, last)))
                 else:
                     return
             except JailUnavailable as error:
@@ -107,10 +124,12 @@ def _serve(connection: Any, task: str, env_kwargs: dict, jailed: bool, limits: J
 class _WorkerProcess:
     """A trusted worker process and its end of the pipe."""
 
-    def __init__(self, task: str, env_kwargs: dict, jailed: bool, limits: JailLimits) -> None:
+    def __init__(self, index: int, task: str, env_kwargs: dict, jailed: bool, limits: JailLimits) -> None:
         context = multiprocessing.get_context("spawn")
         self.connection, child = context.Pipe()
-        self.process = context.Process(target=_serve, args=(child, task, env_kwargs, jailed, limits), daemon=True)
+        cpu = USABLE_CPUS[index % len(USABLE_CPUS)] if jailed and len(USABLE_CPUS) > 1 else None
+        self.process = context.Process(target=_serve, args=(child, cpu, task, env_kwargs, jailed, limits),
+                                       daemon=True)
         self.process.start()
         child.close()
 
@@ -170,7 +189,8 @@ class LocalRunner:
             self._isolation = self._station.start()
         else:
             while len(self._processes) < self.workers:
-                self._processes.append(_WorkerProcess(self.task, self.env_kwargs, self.jailed, self.limits))
+                self._processes.append(_WorkerProcess(len(self._processes), self.task, self.env_kwargs, self.jailed,
+                                                      self.limits))
             self._isolation = [worker.ask("start") for worker in self._processes][0]
         return self._isolation
 
@@ -186,13 +206,8 @@ class LocalRunner:
     def _run_here(self, code: ControllerCode, seeds: list[int], keep_steps: bool,
                   progress: Progress | None) -> list[Episode]:
         if self._station is None and self._processes:
-            return self._processes[0].ask("run", code, seeds, keep_steps)
-        episodes = []
-        for seed in seeds:
-            episodes += self._station.episodes(code, [seed], keep_steps)
-            if progress:
-                progress(1)
-        return episodes
+            return self._processes[0].ask("run", code, seeds, keep_steps, True)
+        return self._station.episodes(code, seeds, keep_steps, progress)
 
     def _run_spread(self, code: ControllerCode, seeds: list[int], keep_steps: bool,
                     progress: Progress | None) -> list[Episode]:
@@ -210,7 +225,7 @@ class LocalRunner:
                 except queue.Empty:
                     return
                 try:
-                    results[index] = worker.ask("run", code, [seed], keep_steps)[0]
+                    results[index] = worker.ask("run", code, [seed], keep_steps, pending.empty())[0]
                 except BaseException as error:  # noqa: BLE001 - handed to the caller below
                     failures.append(error)
                     return

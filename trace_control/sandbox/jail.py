@@ -243,6 +243,7 @@ class Jail:
             os.close(descriptor)
         os.set_blocking(self.process.stdin.fileno(), False)
         self._reply_fd = reply_read
+        os.set_blocking(reply_read, False)
         self._info_fd = info_read
         self._output_fd = self.process.stdout.fileno()
         self._buffer = b""
@@ -408,14 +409,20 @@ class Jail:
                 if deadline >= self._episode_deadline:
                     raise self._fault(f"ran past the episode's {self.limits.episode_seconds:g} s limit")
                 raise self._fault(f"did not answer within {self.limits.step_seconds:g} s {doing}".strip())
-            ready, _, _ = select.select([self._reply_fd, self._output_fd], [], [], remaining)
-            if self._output_fd in ready:
-                self._drain_output()
-            if self._reply_fd in ready:
-                chunk = os.read(self._reply_fd, 1 << 16)
-                if not chunk:
-                    raise self._fault(f"stopped {doing}".strip(), died=True)
-                self._buffer += chunk
+            # the answer is often there already (the jail runs on this CPU as soon as it is asked): read
+            # first, wait only when there is nothing; ask for what the frame still needs, not a fixed size
+            wanted = HEADER_SIZE + int.from_bytes(self._buffer[1:HEADER_SIZE], "big") - len(self._buffer) \
+                if len(self._buffer) >= HEADER_SIZE else 0
+            try:
+                chunk = os.read(self._reply_fd, min(max(wanted, 4096), MAX_REPLY_BYTES))
+            except BlockingIOError:
+                ready, _, _ = select.select([self._reply_fd, self._output_fd], [], [], remaining)
+                if self._output_fd in ready:
+                    self._drain_output()
+                continue
+            if not chunk:
+                raise self._fault(f"stopped {doing}".strip(), died=True)
+            self._buffer += chunk
 
     def _drain_output(self, most: int = 1 << 18) -> None:
         """Read what the jail printed, keeping the first ``output_bytes``; at most ``most`` bytes per call, so a
@@ -458,6 +465,11 @@ class Jail:
             checked.append((frame[0][:200], frame[1]))
         return {"type": _printable(clean_text(kind[:100])) or "Error", "message": cap_text(clean_text(message)),
                 "frames": checked}
+
+
+# the CPUs this process may use, read before any thread is pinned: worker processes started later
+# inherit a pinned thread's single CPU, so they are handed this set (see runners.py)
+USABLE_CPUS = tuple(sorted(os.sched_getaffinity(0)))
 
 
 def share_a_cpu(cpu: int | None = None) -> None:
