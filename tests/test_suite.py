@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from trace_control.optim.problem import build_problem
 from trace_control.policies import ControllerCode, InProcessPolicy, JailedPolicy
 from trace_control.rollout import Observation, batch_rollout, graph_from_episode, run_episode
 from trace_control.runners import LocalRunner, evaluate
+from trace_control.sandbox.jail import USABLE_CPUS
 from trace_control.trace import ExecutionError, bundle, name_scope, node
 
 HELD_OUT = list(range(100, 110))
@@ -129,13 +131,30 @@ def test_jailed_and_in_process_episodes_are_identical():
 def test_evaluation_is_identical_with_one_and_two_workers():
     code = ControllerCode.from_module(controllers.expert_controller("push"))
     reports = []
-    for workers in (1, 2):
+    for workers in (1, 2):  # the first pins this thread to one CPU: the workers must not inherit it
         runner = LocalRunner("push", workers=workers)
         reports.append(evaluate(runner, code, HELD_OUT[:4]))
+        if workers == 2 and len(USABLE_CPUS) >= 2:
+            cpus = [os.sched_getaffinity(worker.process.pid) for worker in runner._processes]
+            assert cpus[0] != cpus[1] and all(len(one_cpu) == 1 for one_cpu in cpus), cpus
         runner.close()
     one, two = reports
     assert one.episodes == two.episodes and one.success_rate == two.success_rate
     assert [e["seed"] for e in two.episodes] == HELD_OUT[:4]
+
+
+def test_a_spare_jail_starts_when_a_batch_ends_and_serves_the_next_version():
+    runner = LocalRunner("reacher")
+    versions = [ControllerCode.from_module(with_code("reacher", f"def controller(self, obs):\n    return [{gain}, 0.0]\n"))
+                for gain in (0.1, 0.2)]
+    runner.run(versions[0], [1])
+    policy = runner._station.policy
+    spare = policy.spare
+    assert spare is not None and spare.alive() and spare is not policy.jail
+    episode = runner.run(versions[1], [1])[0]
+    assert policy.jail is spare and episode.length == 50 and not episode.error
+    runner.close()
+    assert not spare.alive()
 
 
 def test_a_batch_shows_every_placement_and_traces_the_most_informative_failure():
