@@ -26,7 +26,7 @@ from trace_control.llm import LLMClient
 from trace_control.policies import ControllerCode, JailedPolicy
 from trace_control.rollout import run_episode
 from trace_control.runs import RunFolder
-from trace_control.sandbox import JailLimits
+from trace_control.sandbox import Jail, JailLimits
 from trace_control.trace import name_scope
 from trace_control.train import Trainer
 
@@ -92,7 +92,8 @@ def attacks(paths: dict, port: int, run: Path) -> list[tuple[str, str, tuple[str
          "'/tmp/x', '/usr/lib/evil'):\n    try:\n        open(path, 'w').write('import os; owned')\n"
          "        found.append('wrote ' + path)\n    except OSError as error:\n"
          "        found.append(type(error).__name__)\nraise RuntimeError(f'writes {found}')",
-         ("(RuntimeError) writes ['FileNotFoundError', 'FileNotFoundError', 'FileNotFoundError', 'wrote /tmp/x'",)),
+         ("(RuntimeError) writes ['FileNotFoundError', 'FileNotFoundError', 'FileNotFoundError', 'OSError', "
+          "'OSError']",)),
         ("a detached child", "import subprocess\nsubprocess.Popen(['/bin/sleep', '600'], start_new_session=True)\n"
          "return [0, 0, 0, 0]", ("Error",)),
         ("a fork bomb", "import os\nwhile True:\n    os.fork()", ("(PermissionError)",)),
@@ -133,6 +134,23 @@ def attacks(paths: dict, port: int, run: Path) -> list[tuple[str, str, tuple[str
         ("System V shared memory", "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
          "key = libc.shmget(0, 1 << 26, 0o1600)\nraise RuntimeError(f'shmget {key} errno {ctypes.get_errno()}')",
          ("(RuntimeError) shmget -1 errno 1",)),
+        ("memory files kept alive by a one-page mapping", "import os\nfd = os.memfd_create('big')\n"
+         "return [0, 0, 0, 0]", ("(PermissionError)", "memfd_create")),
+        ("inodes without end in a tmpfs", "import os\nfound = []\nfor path in ('/tmp/a', '/dev/a', '/a'):\n"
+         "    try:\n        os.symlink('x' * 200, path)\n        found.append('linked')\n"
+         "    except OSError as error:\n        found.append(error.errno)\nraise RuntimeError(f'links {found}')",
+         ("(RuntimeError) links [30, 30, 30]",)),
+        ("the host's device nodes", "import os\nfound = []\nfor change in (lambda: os.chmod('/dev/zero', 0o667), "
+         "lambda: os.utime('/dev/zero', (12345, 12345)), lambda: os.chown('/dev/null', 65534, 65534)):\n"
+         "    try:\n        change()\n        found.append('changed')\n    except OSError as error:\n"
+         "        found.append(error.errno)\nraise RuntimeError(f'devices {found}')",
+         ("(RuntimeError) devices [1, 1, 1]",)),
+        ("inotify watches and queued signals, counted for the uid outside", "import ctypes, signal\n"
+         "libc = ctypes.CDLL(None, use_errno=True)\nwatch = libc.inotify_init1(0)\n"
+         "signal.pthread_sigmask(signal.SIG_BLOCK, [40])\ninfo = ctypes.create_string_buffer(128)\n"
+         "info[8:12] = b'\\xff\\xff\\xff\\xff'\nqueued = 0\n"
+         "while queued < 10_000 and libc.syscall(129, 1, 40, info) == 0:\n    queued += 1\n"
+         "raise RuntimeError(f'inotify {watch} queued {queued}')", ("(RuntimeError) inotify -1 queued 64",)),
         ("marks left for the next controller", "import builtins, numpy\nbuiltins.MARK = 1\n"
          "numpy.clip = lambda *a, **k: 0\nreturn [0, 0, 0, 0]", ("Success: False",)),
         ("a check for the marks", "import builtins\n"
@@ -153,9 +171,14 @@ def site_listing() -> set[str]:
     return set(os.listdir(site))
 
 
+def devices() -> list[tuple[int, int, int, int]]:
+    return [(info.st_mode, info.st_uid, info.st_gid, info.st_mtime_ns)
+            for info in map(os.stat, ("/dev/null", "/dev/zero", "/dev/urandom"))]
+
+
 def test_hostile_controllers_are_contained_and_reported(canaries, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    before = (digest(canaries["outside"]), digest(canaries["home"]), site_listing(), LEASE.read_text())
+    before = (digest(canaries["outside"]), digest(canaries["home"]), site_listing(), LEASE.read_text(), devices())
     run = RunFolder.create(tmp_path, "reach", "attacks")
     with ScriptedLLMServer() as server:
         battery = attacks(canaries, server._server.server_address[1], run.path)
@@ -178,7 +201,8 @@ def test_hostile_controllers_are_contained_and_reported(canaries, tmp_path, caps
     for canary in CANARIES:
         assert canary not in requests and canary not in written, canary
         assert canary not in console.out + console.err
-    assert (digest(canaries["outside"]), digest(canaries["home"]), site_listing(), LEASE.read_text()) == before
+    assert (digest(canaries["outside"]), digest(canaries["home"]), site_listing(), LEASE.read_text(),
+            devices()) == before
     assert result.results["status"] == "completed" and result.results["iterations_done"] == len(battery) + 1
     assert result.results["test"]["success_rate"] == 0.0  # nothing forged a success
     assert max(len(request["messages"][-1]["content"]) for request in server.requests) < 60_000
@@ -331,3 +355,14 @@ def test_the_static_check_names_routes_to_the_interpreter(code):
     from trace_control.sandbox import check_controller_code
 
     assert check_controller_code(body(code), "controller"), code
+
+
+def test_when_memory_runs_out_the_kernel_ends_the_jail_not_the_trainer():
+    jail = Jail()
+    jail.start()
+    try:
+        for pid in (jail._host_pid, jail.process.pid):
+            assert Path(f"/proc/{pid}/oom_score_adj").read_text().strip() == "1000"
+        assert Path("/proc/self/oom_score_adj").read_text().strip() != "1000"
+    finally:
+        jail.kill()

@@ -109,6 +109,23 @@ def test_odd_values_in_a_run_folder_are_one_clear_line(finished, tmp_path):
     assert done.returncode == 2 and "workers must be between 1 and 256" in done.stderr
 
 
+def test_a_run_folder_with_an_endless_horizon_is_refused_and_videos_stay_bounded(finished, tmp_path):
+    run = crafted(finished, tmp_path, {"horizon": 1_000_000_000})
+    done = cli(["report", str(run)])
+    assert done.returncode == 2 and "horizon must be between 1 and 100000" in done.stderr
+    from trace_control import video
+    from trace_control.policies import ControllerCode
+
+    code = ControllerCode.from_file(finished / "best_controller.py")
+    video.MAX_FRAME_BYTES, kept = 40 * 40 * 3 * 2 * 30, video.MAX_FRAME_BYTES  # room for 30 frames per episode
+    try:
+        recorded = video.record_episodes(code, "reach", [2000, 2001], width=40, height=40)
+    finally:
+        video.MAX_FRAME_BYTES = kept
+    for frames, text, episode in recorded:  # a reach episode renders about 200 frames
+        assert len(frames) == 30 and "(the first 30 frames)" in text and episode.length == 10
+
+
 def test_a_recording_with_odd_token_counts_still_replays(finished, tmp_path):
     recording = tmp_path / "calls.jsonl"
     lines = [json.loads(line) for line in (finished / "llm_calls.jsonl").read_text().splitlines()]

@@ -22,6 +22,25 @@ from trace_control.rollout import Episode, run_episode
 from trace_control.sandbox.jail import JailLimits
 
 
+# the raw frames one video keeps, all its episodes together: an episode longer than its share
+# (a long horizon, perhaps a run folder's) is shown up to there, and memory stays bounded
+MAX_FRAME_BYTES = 512 << 20
+
+
+class _Frames(list):
+    """Frames up to a count; the rest are dropped and ``cut`` says so."""
+
+    def __init__(self, most: int) -> None:
+        super().__init__()
+        self.most, self.cut = most, False
+
+    def add(self, frame: np.ndarray) -> None:
+        if len(self) < self.most:
+            self.append(frame)
+        else:
+            self.cut = True
+
+
 def caption(frame: np.ndarray, text: str) -> np.ndarray:
     """``frame`` with ``text`` on a dark band at the top."""
     from PIL import Image, ImageDraw
@@ -56,19 +75,22 @@ def record_episodes(code: ControllerCode, task: str, seeds: Sequence[int], env_k
     env = envs.make(task, render_mode="rgb_array", width=width, height=height, **(env_kwargs or {}))
     policy = make_policy(jailed, limits)
     recorded = []
+    most = max(1, MAX_FRAME_BYTES // (max(1, len(seeds)) * width * height * 3))
     try:
         policy.load(code)
         for seed in seeds:
-            frames: list[np.ndarray] = []
+            frames = _Frames(most)
             try:
                 env.get_wrapper_attr("frame_hook")
-                env.set_wrapper_attr("frame_hook", frames.append)
+                env.set_wrapper_attr("frame_hook", frames.add)
             except AttributeError:
                 pass
-            episode = run_episode(env, policy, seed=seed, on_frame=frames.append)
+            episode = run_episode(env, policy, seed=seed, on_frame=frames.add)
             outcome = "success" if episode.success else ("error" if episode.error else "failure")
             text = f"{task}  seed {seed}\n{outcome}, return {episode.episode_return:.2f}, {episode.length} steps"
-            recorded.append((frames, text, episode))
+            if frames.cut:
+                text += f" (the first {most} frames)"
+            recorded.append((list(frames), text, episode))
     finally:
         policy.close()
         env.close()

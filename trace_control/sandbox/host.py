@@ -224,7 +224,8 @@ def main() -> None:
     settings = json.loads(sys.argv[1])
     for limit, value in ((resource.RLIMIT_AS, settings["memory_bytes"]), (resource.RLIMIT_CPU, settings["cpu_seconds"]),
                          (resource.RLIMIT_FSIZE, settings["file_bytes"]), (resource.RLIMIT_CORE, 0),
-                         (resource.RLIMIT_NOFILE, 32)):
+                         (resource.RLIMIT_NOFILE, 32), (resource.RLIMIT_SIGPENDING, 64),
+                         (resource.RLIMIT_MSGQUEUE, 0), (resource.RLIMIT_MEMLOCK, 0)):
         resource.setrlimit(limit, (value, value))
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an oversized write fails instead of killing the host
     sys.path.insert(0, settings["site"])

@@ -2,7 +2,7 @@
 
 The trusted side (this module, in the trainer or an evaluation worker) starts
 ``bwrap`` with a new user, PID, network, IPC, UTS, cgroup and mount namespace, uid
-65534 inside, no capabilities, no ``/proc``, a private size-capped ``/tmp``, and
+65534 inside, no capabilities, no ``/proc``, no writable file system, and
 read-only binds of exactly what the interpreter and numpy need (computed from the running
 interpreter). Inside runs :mod:`trace_control.sandbox.host` under two seccomp filters
 (:mod:`trace_control.sandbox.seccomp`) and resource limits. The environment is empty
@@ -60,7 +60,6 @@ class JailLimits:
     memory_bytes: int = 2 << 30
     cpu_seconds: int = 900
     file_bytes: int = 1 << 20
-    tmp_bytes: int = 16 << 20
     output_bytes: int = 4096
 
 
@@ -214,10 +213,14 @@ class Jail:
         for key, value in THREAD_SETTINGS.items():
             arguments += ["--setenv", key, value]
         # no /proc at all: the kernel's settings (/proc/sys) and the jail's own descriptors stay out of reach
+        # the host's own device nodes (a read-only mount would make them unusable); their owner, mode and
+        # times stay as they are because seccomp refuses every call that changes file metadata
         arguments += ["--dir", "/dev"]
         for device in DEVICES:
             arguments += ["--dev-bind", device, device]
-        arguments += ["--size", str(self.limits.tmp_bytes), "--tmpfs", "/tmp"]
+        # no writable file system at all: a tmpfs, even size-capped, takes inodes without limit
+        # (kernel memory that no rlimit counts)
+        arguments += ["--dir", "/tmp"]
         arguments += _system_binds()
         for path in paths:
             arguments += ["--ro-bind", path, path]
@@ -271,6 +274,11 @@ class Jail:
             info = _json_object(stream.read(65536))
         status = JailStatus()
         host = self._host_pid = int(info.get("child-pid", 0))  # with --as-pid-1, the host program itself
+        for pid in (host, self.process.pid):  # if memory runs out, the kernel ends the jail, not the trainer
+            try:
+                Path(f"/proc/{pid}/oom_score_adj").write_text("1000")
+            except OSError:
+                pass
         own_ids = {name: os.stat(f"/proc/self/ns/{name}").st_ino for name in NAMESPACES}
         for name in NAMESPACES:
             try:
@@ -444,7 +452,7 @@ class Jail:
         ending = ""
         if died and self.process is not None:
             try:
-                code = self.process.wait(timeout=5)
+                code = self.process.wait(timeout=min(self.limits.grace_seconds, 1.0))  # a live one is killed
                 ending = f" ({_exit_text(code)})"
             except subprocess.TimeoutExpired:
                 pass

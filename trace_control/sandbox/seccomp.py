@@ -33,9 +33,17 @@ DENIED = (
     "fork", "vfork", "clone",
     # sockets: the host talks over inherited pipes only
     "socket", "socketpair",
-    # System V IPC: its memory is outside the address-space limit
+    # System V IPC and POSIX message queues: their memory is outside the address-space limit
     "shmget", "shmat", "shmctl", "shmdt", "msgget", "msgsnd", "msgrcv", "msgctl", "semget", "semop", "semctl",
-    "semtimedop",
+    "semtimedop", "mq_open", "mq_unlink", "mq_timedsend", "mq_timedreceive", "mq_notify", "mq_getsetattr",
+    # memory files: shared memory that stays alive through a one-page mapping, outside the limit
+    "memfd_create", "memfd_secret",
+    # per-user kernel resources charged to the uid outside (root, when bubblewrap is started by root)
+    "inotify_init", "inotify_init1", "inotify_add_watch", "fanotify_init", "fanotify_mark",
+    # file metadata: nothing in the jail is the controller's to change
+    "chmod", "fchmod", "fchmodat", "fchmodat2", "chown", "fchown", "lchown", "fchownat", "utime", "utimes",
+    "futimesat", "utimensat", "setxattr", "lsetxattr", "fsetxattr", "removexattr", "lremovexattr",
+    "fremovexattr", "mknod", "mknodat",
 )
 
 
