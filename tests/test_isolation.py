@@ -10,6 +10,7 @@ and the run must end with its results.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -150,7 +151,13 @@ def attacks(paths: dict, port: int, run: Path) -> list[tuple[str, str, tuple[str
          "signal.pthread_sigmask(signal.SIG_BLOCK, [40])\ninfo = ctypes.create_string_buffer(128)\n"
          "info[8:12] = b'\\xff\\xff\\xff\\xff'\nqueued = 0\n"
          "while queued < 10_000 and libc.syscall(129, 1, 40, info) == 0:\n    queued += 1\n"
-         "raise RuntimeError(f'inotify {watch} queued {queued}')", ("(RuntimeError) inotify -1 queued 64",)),
+         "raise RuntimeError(f'inotify {watch} queued at most 64: {queued <= 64}')",
+         ("(RuntimeError) inotify -1 queued at most 64: True",)),
+        ("leases on files it can read (the jail's uid owns root's files outside)", "import ctypes\n"
+         "libc = ctypes.CDLL(None, use_errno=True)\nfound = []\nfor path in ('/etc/ld.so.cache', '/dev/null'):\n"
+         "    with open(path, 'rb') as stream:\n        found.append(libc.fcntl(stream.fileno(), 1024, 1))\n"
+         "        found.append(ctypes.get_errno())\n        found.append(libc.fcntl(stream.fileno(), 1026, 1))\n"
+         "raise RuntimeError(f'leases {found}')", ("(RuntimeError) leases [-1, 1, -1, -1, 1, -1]",)),
         ("marks left for the next controller", "import builtins, numpy\nbuiltins.MARK = 1\n"
          "numpy.clip = lambda *a, **k: 0\nreturn [0, 0, 0, 0]", ("Success: False",)),
         ("a check for the marks", "import builtins\n"
@@ -366,3 +373,25 @@ def test_when_memory_runs_out_the_kernel_ends_the_jail_not_the_trainer():
         assert Path("/proc/self/oom_score_adj").read_text().strip() != "1000"
     finally:
         jail.kill()
+
+
+def test_a_jail_that_does_not_start_mid_run_fails_the_episode_not_the_command():
+    from trace_control import controllers, envs
+
+    policy = JailedPolicy(JailLimits())
+    env = envs.make("reacher", horizon=3)
+    versions = []
+    for gain in (0.1, 0.2):
+        controller = controllers.starting_controller("reacher")
+        controller.controller.parameter._set(f"def controller(self, obs):\n    return [{gain}, 0.0]\n")
+        versions.append(ControllerCode.from_module(controller))
+    try:
+        policy.load(versions[0])
+        assert not run_episode(env, policy, seed=1).error
+        policy.limits = dataclasses.replace(policy.limits, startup_seconds=0.001)  # the next jail cannot start in time
+        policy.load(versions[1])
+        episode = run_episode(env, policy, seed=1)
+        assert "a fresh jail for this controller did not start" in episode.error and "within 0.001 s" in episode.error
+        assert "--in-process" not in episode.error  # no advice to switch the jail off
+    finally:
+        policy.close()

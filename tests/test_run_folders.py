@@ -104,6 +104,9 @@ def test_odd_values_in_a_run_folder_are_one_clear_line(finished, tmp_path):
     run = crafted(finished, tmp_path, state={"iteration": "1"})
     done = cli(["train", "--resume", str(run)], {"OPENAI_API_KEY": KEY})
     assert done.returncode == 2 and "state.json is damaged: iteration" in done.stderr
+    run = crafted(finished, tmp_path / "summary", state={"best_validation": {"success_rate": "x", "return_mean": 0}})
+    done = cli(["train", "--resume", str(run)], {"OPENAI_API_KEY": KEY})
+    assert done.returncode == 2 and "best_validation is not a validation summary" in done.stderr
     run = crafted(finished, tmp_path / "again", {"workers": 100_000})
     done = cli(["train", "--resume", str(run)], {"OPENAI_API_KEY": KEY})
     assert done.returncode == 2 and "workers must be between 1 and 256" in done.stderr

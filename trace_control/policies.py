@@ -18,7 +18,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from trace_control.sandbox.host import error_record
-from trace_control.sandbox.jail import ControllerRaised, Jail, JailFault, JailLimits, cap_text, clean_text
+from trace_control.sandbox.jail import (ControllerRaised, Jail, JailFault, JailLimits, JailUnavailable, cap_text,
+                                        clean_text)
 from trace_control.trace import Module
 from trace_control.trace.export import export_module
 from trace_control.trace.source import annotate
@@ -110,6 +111,7 @@ class JailedPolicy:
         self._loaded: ControllerCode | None = None
         self._layout: list[tuple[str, tuple[int, ...]]] | None = None
         self._load_error: str | None = None
+        self._started = False  # a jail has started here: a later one that does not is the episode's failure
 
     @property
     def isolation(self) -> str:
@@ -119,6 +121,7 @@ class JailedPolicy:
         """Start a jail now (to learn its status, or to fail early where none can be built)."""
         if not self.jail.alive():
             self._fresh_jail()
+            self._started = True
 
     def idle(self) -> None:
         """No episode for a while: launch a spare jail for the next code version (if none is waiting)."""
@@ -145,7 +148,13 @@ class JailedPolicy:
     def _ready(self) -> None:
         if self.jail.alive() and self._loaded is self.code:
             return
-        self._fresh_jail()
+        try:
+            self._fresh_jail()
+        except JailUnavailable as error:
+            if not self._started:
+                raise  # no jail ever started here: the command stops with the fix
+            raise ControllerFailure(f"a fresh jail for this controller did not start: {error}") from None
+        self._started = True
         self._loaded, self._layout, self._load_error = self.code, None, None
         try:
             self.jail.load(self.code.source, self.code.filename)

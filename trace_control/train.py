@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -145,8 +146,23 @@ def restored_state(saved: object) -> TrainState:
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
             raise RunFolderError(f"state.json is damaged: {spec.name} is {json.dumps(value)[:40]}, not a "
                                  f"{spec.type}; the run cannot be resumed")
+        if spec.name in ("best_validation", "last_validation") and value and not _is_summary(value):
+            raise RunFolderError(f"state.json is damaged: {spec.name} is not a validation summary; the run cannot be "
+                                 "resumed")
         values[spec.name] = value
     return TrainState(**values)
+
+
+def _is_summary(value: dict) -> bool:
+    """Whether ``value`` has the numbers a validation summary (:func:`validation_summary`) holds."""
+    def number(item: object, low: float = -math.inf, high: float = math.inf) -> bool:
+        return isinstance(item, (int, float)) and not isinstance(item, bool) and low <= item <= high
+
+    interval = value.get("success_interval")
+    return (number(value.get("success_rate"), 0.0, 1.0) and number(value.get("return_mean"))
+            and number(value.get("return_std", 0.0), 0.0) and number(value.get("length_mean", 0.0), 0.0)
+            and isinstance(interval, list) and len(interval) == 2 and all(number(x, 0.0, 1.0) for x in interval)
+            and isinstance(value.get("episodes", []), list))
 
 
 @dataclass

@@ -255,12 +255,16 @@ class Jail:
     def wait_ready(self) -> None:
         """Wait for the launched jail's hello and read its status; :class:`JailUnavailable` if it never comes."""
         info_read, self._info_fd = self._info_fd, -1
+        deadline = time.monotonic() + self.limits.startup_seconds
         try:
-            kind, payload = self._receive(time.monotonic() + self.limits.startup_seconds, (b"H",))
+            kind, payload = self._receive(deadline, (b"H",))
         except JailFault:
             os.close(info_read)
             said = bytes(self.output).decode("utf-8", "replace").strip().splitlines()
             self.kill()
+            if time.monotonic() >= deadline:
+                raise JailUnavailable(f"the jail did not start within {self.limits.startup_seconds:g} s "
+                                      "(a busy or stalled machine?)") from None
             detail = clean_text(said[-1]) if said else "it stopped without a word"
             raise JailUnavailable(f"the jail could not be built ({detail}): {FIX}") from None
         hello = _json_object(payload)

@@ -4,7 +4,8 @@ Two programs, both "allow by default, refuse a list":
 
 - :func:`jail_filter`, loaded by bubblewrap right before it starts the host program: no
   namespaces or mounts, no tracing or reading other processes, no kernel keyring, BPF,
-  io_uring or module loading, no new processes or threads, no sockets, no terminal
+  io_uring or module loading, no new processes or threads, no sockets, no memory files or
+  message queues, no inotify, no file leases, no change to any file's metadata, no terminal
   injection, and no way to drop the parent-death signal that ends the jail with its parent.
 - :func:`no_exec_filter`, loaded by the host program itself once it has started: no
   ``execve`` (the first filter has to let bubblewrap start the interpreter).
@@ -48,6 +49,7 @@ DENIED = (
 
 
 PR_SET_PDEATHSIG = 1
+F_SETLEASE, F_NOTIFY = 1024, 1026
 
 
 class SeccompUnavailable(RuntimeError):
@@ -83,6 +85,10 @@ def jail_filter() -> bytes:
     refused.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
     # the parent-death signal bubblewrap set is what ends the jail if the trainer dies: it stays
     refused.add_rule(seccomp.ERRNO(errno.EPERM), "prctl", seccomp.Arg(0, seccomp.EQ, PR_SET_PDEATHSIG))
+    # file leases and directory notices on files the jail can read: its uid owns root's files outside, and
+    # a lease holds every other opener of that file (the host's ld.so.cache, the stdlib) for 45 s a time
+    for command in (F_SETLEASE, F_NOTIFY):
+        refused.add_rule(seccomp.ERRNO(errno.EPERM), "fcntl", seccomp.Arg(1, seccomp.MASKED_EQ, 0xFFFFFFFF, command))
     for request in (termios.TIOCSTI, getattr(termios, "TIOCLINUX", 0x541C)):
         refused.add_rule(seccomp.ERRNO(errno.EPERM), "ioctl", seccomp.Arg(1, seccomp.MASKED_EQ, 0xFFFFFFFF, request))
     return _compiled(refused)
