@@ -115,7 +115,7 @@ def test_odd_values_in_a_run_folder_are_one_clear_line(finished, tmp_path):
 def test_a_run_folder_with_an_endless_horizon_is_refused_and_videos_stay_bounded(finished, tmp_path):
     run = crafted(finished, tmp_path, {"horizon": 1_000_000_000})
     done = cli(["report", str(run)])
-    assert done.returncode == 2 and "horizon must be between 1 and 100000" in done.stderr
+    assert done.returncode == 2 and "horizon must be between 1 and 10000" in done.stderr
     from trace_control import video
     from trace_control.policies import ControllerCode
 

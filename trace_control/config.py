@@ -146,7 +146,7 @@ class TrainConfig:
     num_candidates: int = setting(1, "suggestions per update; each is tried on the batch and the best applied",
                                   flag="--candidates", check=_at_least(1), group="method")
     max_prompt_tokens: int = setting(6000, "token budget of every prompt", check=_at_least(500), group="method")
-    horizon: int | None = setting(None, "steps per episode (default: the task's)", check=_between(1, 100_000),
+    horizon: int | None = setting(None, "steps per episode (default: the task's)", check=_between(1, 10_000),
                                   group="task")
     feedback_types: str = setting("r hp hn fp", "Meta-World feedback types: r (reward), hp / hn (hindsight "
                                                 "positive / negative), fp (future positive)", flag="--feedback",
