@@ -158,6 +158,11 @@ def attacks(paths: dict, port: int, run: Path) -> list[tuple[str, str, tuple[str
          "    with open(path, 'rb') as stream:\n        found.append(libc.fcntl(stream.fileno(), 1024, 1))\n"
          "        found.append(ctypes.get_errno())\n        found.append(libc.fcntl(stream.fileno(), 1026, 1))\n"
          "raise RuntimeError(f'leases {found}')", ("(RuntimeError) leases [-1, 1, -1, -1, 1, -1]",)),
+        ("asynchronous I/O contexts, counted for the whole machine, and file locks", "import ctypes\n"
+         "libc = ctypes.CDLL(None, use_errno=True)\ncontext = ctypes.c_ulong(0)\nfound = [libc.syscall(206, 4096, "
+         "ctypes.byref(context)), ctypes.get_errno()]\nwith open('/etc/ld.so.cache', 'rb') as stream:\n"
+         "    found += [libc.flock(stream.fileno(), 1), ctypes.get_errno()]\nraise RuntimeError(f'aio {found}')",
+         ("(RuntimeError) aio [-1, 1, -1, 1]",)),
         ("marks left for the next controller", "import builtins, numpy\nbuiltins.MARK = 1\n"
          "numpy.clip = lambda *a, **k: 0\nreturn [0, 0, 0, 0]", ("Success: False",)),
         ("a check for the marks", "import builtins\n"

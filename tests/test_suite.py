@@ -145,8 +145,8 @@ def test_evaluation_is_identical_with_one_and_two_workers():
 
 def test_a_spare_jail_starts_when_a_batch_ends_and_serves_the_next_version():
     runner = LocalRunner("reacher")
-    versions = [ControllerCode.from_module(with_code("reacher", f"def controller(self, obs):\n    return [{gain}, 0.0]\n"))
-                for gain in (0.1, 0.2)]
+    versions = [ControllerCode.from_module(with_code("reacher", f"def controller(self, obs):\n    return [{g}, 0.0]\n"))
+                for g in (0.1, 0.2)]
     runner.run(versions[0], [1])
     policy = runner._station.policy
     spare = policy.spare

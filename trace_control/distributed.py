@@ -27,8 +27,8 @@ What runs where:
 from __future__ import annotations
 
 import contextlib
-import os
 import math
+import os
 import shutil
 import socket
 import tempfile

@@ -18,8 +18,15 @@ from typing import Any, Protocol
 import numpy as np
 
 from trace_control.sandbox.host import error_record
-from trace_control.sandbox.jail import (ControllerRaised, Jail, JailFault, JailLimits, JailUnavailable, cap_text,
-                                        clean_text)
+from trace_control.sandbox.jail import (
+    ControllerRaised,
+    Jail,
+    JailFault,
+    JailLimits,
+    JailUnavailable,
+    cap_text,
+    clean_text,
+)
 from trace_control.trace import Module
 from trace_control.trace.export import export_module
 from trace_control.trace.source import annotate
@@ -125,11 +132,12 @@ class JailedPolicy:
 
     def idle(self) -> None:
         """No episode for a while: launch a spare jail for the next code version (if none is waiting)."""
-        if self.spare is None or self.spare.process is None or self.spare.process.poll() is not None:
-            if self.spare is not None:
-                self.spare.kill()
-            self.spare = Jail(self.limits)
-            self.spare.launch()
+        if self.spare is not None and self.spare.alive():
+            return
+        if self.spare is not None:
+            self.spare.kill()  # one that died waiting leaves nothing behind
+        self.spare = Jail(self.limits)
+        self.spare.launch()
 
     def _fresh_jail(self) -> None:
         """Replace the jail with the spare (or a new one) and wait for it."""

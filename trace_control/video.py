@@ -21,7 +21,6 @@ from trace_control.policies import ControllerCode, make_policy
 from trace_control.rollout import Episode, run_episode
 from trace_control.sandbox.jail import JailLimits
 
-
 # the raw frames one video keeps, all its episodes together: an episode longer than its share
 # (a long horizon, perhaps a run folder's) is shown up to there, and memory stays bounded
 MAX_FRAME_BYTES = 512 << 20

@@ -5,8 +5,9 @@ Two programs, both "allow by default, refuse a list":
 - :func:`jail_filter`, loaded by bubblewrap right before it starts the host program: no
   namespaces or mounts, no tracing or reading other processes, no kernel keyring, BPF,
   io_uring or module loading, no new processes or threads, no sockets, no memory files or
-  message queues, no inotify, no file leases, no change to any file's metadata, no terminal
-  injection, and no way to drop the parent-death signal that ends the jail with its parent.
+  message queues, no inotify, no asynchronous I/O contexts, no file leases or locks, no change
+  to any file's metadata, no terminal injection, and no way to drop the parent-death signal
+  that ends the jail with its parent.
 - :func:`no_exec_filter`, loaded by the host program itself once it has started: no
   ``execve`` (the first filter has to let bubblewrap start the interpreter).
 
@@ -39,8 +40,12 @@ DENIED = (
     "semtimedop", "mq_open", "mq_unlink", "mq_timedsend", "mq_timedreceive", "mq_notify", "mq_getsetattr",
     # memory files: shared memory that stays alive through a one-page mapping, outside the limit
     "memfd_create", "memfd_secret",
-    # per-user kernel resources charged to the uid outside (root, when bubblewrap is started by root)
+    # per-user kernel resources charged to the uid outside (root, when bubblewrap is started by root), and
+    # host-wide ones: asynchronous I/O contexts draw on one count for the whole machine (fs.aio-max-nr)
     "inotify_init", "inotify_init1", "inotify_add_watch", "fanotify_init", "fanotify_mark",
+    "io_setup", "io_destroy", "io_submit", "io_cancel", "io_getevents", "io_pgetevents",
+    # file locks on files other processes read, and flushing every file system of the host
+    "flock", "sync", "syncfs",
     # file metadata: nothing in the jail is the controller's to change
     "chmod", "fchmod", "fchmodat", "fchmodat2", "chown", "fchown", "lchown", "fchownat", "utime", "utimes",
     "futimesat", "utimensat", "setxattr", "lsetxattr", "fsetxattr", "removexattr", "lremovexattr",
@@ -50,6 +55,7 @@ DENIED = (
 
 PR_SET_PDEATHSIG = 1
 F_SETLEASE, F_NOTIFY = 1024, 1026
+F_SETLK, F_SETLKW, F_OFD_SETLK, F_OFD_SETLKW = 6, 7, 37, 38
 
 
 class SeccompUnavailable(RuntimeError):
@@ -85,9 +91,9 @@ def jail_filter() -> bytes:
     refused.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
     # the parent-death signal bubblewrap set is what ends the jail if the trainer dies: it stays
     refused.add_rule(seccomp.ERRNO(errno.EPERM), "prctl", seccomp.Arg(0, seccomp.EQ, PR_SET_PDEATHSIG))
-    # file leases and directory notices on files the jail can read: its uid owns root's files outside, and
-    # a lease holds every other opener of that file (the host's ld.so.cache, the stdlib) for 45 s a time
-    for command in (F_SETLEASE, F_NOTIFY):
+    # file leases, locks and directory notices on files the jail can read: its uid owns root's files outside,
+    # and a lease holds every other opener of that file (the host's ld.so.cache, the stdlib) for 45 s a time
+    for command in (F_SETLEASE, F_NOTIFY, F_SETLK, F_SETLKW, F_OFD_SETLK, F_OFD_SETLKW):
         refused.add_rule(seccomp.ERRNO(errno.EPERM), "fcntl", seccomp.Arg(1, seccomp.MASKED_EQ, 0xFFFFFFFF, command))
     for request in (termios.TIOCSTI, getattr(termios, "TIOCLINUX", 0x541C)):
         refused.add_rule(seccomp.ERRNO(errno.EPERM), "ioctl", seccomp.Arg(1, seccomp.MASKED_EQ, 0xFFFFFFFF, request))
