@@ -212,9 +212,9 @@ class Jail:
                      "--cap-drop", "ALL", "--clearenv"]
         for key, value in THREAD_SETTINGS.items():
             arguments += ["--setenv", key, value]
-        # no /proc at all: the kernel's settings (/proc/sys) and the jail's own descriptors stay out of reach
-        # the host's own device nodes (a read-only mount would make them unusable); their owner, mode and
-        # times stay as they are because seccomp refuses every call that changes file metadata
+        # no /proc at all: the kernel's settings (/proc/sys) and the jail's own descriptors stay out of reach.
+        # The host's own device nodes (a read-only mount would make them unusable); their owner, mode and
+        # times stay as they are because seccomp refuses every call that changes file metadata.
         arguments += ["--dir", "/dev"]
         for device in DEVICES:
             arguments += ["--dev-bind", device, device]
@@ -269,6 +269,11 @@ class Jail:
             raise JailUnavailable(f"the jail could not be built ({detail}): {FIX}") from None
         hello = _json_object(payload)
         self.status = self._inspect(info_read)
+        for pid in (self._host_pid, self.process.pid):  # if memory runs out, the kernel ends the jail, not the trainer
+            try:
+                Path(f"/proc/{pid}/oom_score_adj").write_text("1000")
+            except OSError:
+                pass
         self.status.python = str(hello.get("python", ""))[:20]
         self.output = bytearray()
 
@@ -278,11 +283,6 @@ class Jail:
             info = _json_object(stream.read(65536))
         status = JailStatus()
         host = self._host_pid = int(info.get("child-pid", 0))  # with --as-pid-1, the host program itself
-        for pid in (host, self.process.pid):  # if memory runs out, the kernel ends the jail, not the trainer
-            try:
-                Path(f"/proc/{pid}/oom_score_adj").write_text("1000")
-            except OSError:
-                pass
         own_ids = {name: os.stat(f"/proc/self/ns/{name}").st_ino for name in NAMESPACES}
         for name in NAMESPACES:
             try:
